@@ -1,0 +1,1 @@
+//! E2AP: envelope peek and full codec.

@@ -1,0 +1,12 @@
+//! e2lb: an E2AP-aware SCTP load balancer and xApp router for near-RT RIC pods.
+//!
+//! Layout (sans-IO core inside a thin tokio shell):
+//! - [`e2ap`]: envelope peek (zero-copy, tolerant) and the full APER codec.
+//! - [`transport`]: message-oriented associations: kernel SCTP and in-memory.
+//! - [`session`]: per-E2-node state machine (pure).
+//! - [`proxy`]: the tokio shell that relays associations through sessions.
+//! - [`sim`]: E2 node and RIC simulators, the load-test harness.
+//! - [`config`]: TOML configuration and its validation.
+
+pub mod e2ap;
+pub mod transport;

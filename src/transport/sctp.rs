@@ -1,0 +1,1 @@
+//! Kernel SCTP transport (one-to-one style sockets). Implemented in a later commit.
