@@ -21,11 +21,14 @@ struct Pending {
     assoc: MemAssoc,
 }
 
+/// Where a listener's pending associations go, and the options it was bound with.
+type ListenerEntry = (mpsc::Sender<Pending>, Options);
+
 /// A private network of in-memory listeners. Cloning shares the namespace.
 #[derive(Clone, Default)]
 pub struct MemNet {
     // Control path only (listen/connect), never per message.
-    listeners: Arc<Mutex<HashMap<SocketAddr, (mpsc::Sender<Pending>, Options)>>>,
+    listeners: Arc<Mutex<HashMap<SocketAddr, ListenerEntry>>>,
     next_port: Arc<std::sync::atomic::AtomicU16>,
     queue: Option<usize>,
 }
@@ -45,7 +48,10 @@ impl MemNet {
 
     /// Listen at `addr`; port 0 picks a free one.
     pub fn listen(&self, mut addr: SocketAddr, opts: Options) -> Result<MemListener> {
-        let mut map = self.listeners.lock().map_err(|_| Error::Lost("mem net poisoned"))?;
+        let mut map = self
+            .listeners
+            .lock()
+            .map_err(|_| Error::Lost("mem net poisoned"))?;
         if addr.port() == 0 {
             loop {
                 let p = 20000
@@ -211,11 +217,7 @@ impl Association for MemAssoc {
                     STATS.stream_fallback();
                     m.stream = self.info.outbound_streams.saturating_sub(1);
                 }
-                Poll::Ready(
-                    self.tx
-                        .send_item(m)
-                        .map_err(|_| Error::Lost("peer closed")),
-                )
+                Poll::Ready(self.tx.send_item(m).map_err(|_| Error::Lost("peer closed")))
             }
         }
     }
@@ -239,14 +241,22 @@ mod tests {
     async fn messages_keep_stream_ppid_and_boundaries() {
         let net = MemNet::new();
         let opts = Options::default();
-        let mut l = net.listen("127.0.0.1:36421".parse().unwrap(), opts.clone()).unwrap();
+        let mut l = net
+            .listen("127.0.0.1:36421".parse().unwrap(), opts.clone())
+            .unwrap();
         let c = net.connector("127.0.0.9:0".parse().unwrap(), opts);
         let mut a = c.connect(l.local_addr()).await.unwrap();
         let mut b = l.accept().await.unwrap();
         a.send(&Message::new(1, 70, &b"abc"[..])).await.unwrap();
         a.send(&Message::new(0, 0, &b"de"[..])).await.unwrap();
-        assert_eq!(b.recv().await.unwrap(), Some(Message::new(1, 70, &b"abc"[..])));
-        assert_eq!(b.recv().await.unwrap(), Some(Message::new(0, 0, &b"de"[..])));
+        assert_eq!(
+            b.recv().await.unwrap(),
+            Some(Message::new(1, 70, &b"abc"[..]))
+        );
+        assert_eq!(
+            b.recv().await.unwrap(),
+            Some(Message::new(0, 0, &b"de"[..]))
+        );
         a.shutdown().await.unwrap();
         assert_eq!(b.recv().await.unwrap(), None);
     }
@@ -255,7 +265,13 @@ mod tests {
     async fn stream_above_negotiated_falls_back_to_highest() {
         let net = MemNet::new();
         let mut l = net
-            .listen("127.0.0.1:1".parse().unwrap(), Options { in_streams: 1, ..Options::default() })
+            .listen(
+                "127.0.0.1:1".parse().unwrap(),
+                Options {
+                    in_streams: 1,
+                    ..Options::default()
+                },
+            )
             .unwrap();
         let c = net.connector("127.0.0.2:0".parse().unwrap(), Options::default());
         let mut a = c.connect(l.local_addr()).await.unwrap();
@@ -268,7 +284,9 @@ mod tests {
     #[tokio::test]
     async fn full_queue_is_back_pressure_not_loss() {
         let net = MemNet::with_queue(2);
-        let mut l = net.listen("127.0.0.1:2".parse().unwrap(), Options::default()).unwrap();
+        let mut l = net
+            .listen("127.0.0.1:2".parse().unwrap(), Options::default())
+            .unwrap();
         let c = net.connector("127.0.0.2:0".parse().unwrap(), Options::default());
         let mut a = c.connect(l.local_addr()).await.unwrap();
         let mut b = l.accept().await.unwrap();
