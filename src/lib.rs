@@ -8,5 +8,9 @@
 //! - [`sim`]: E2 node and RIC simulators, the load-test harness.
 //! - [`config`]: TOML configuration and its validation.
 
+pub mod balance;
+pub mod config;
 pub mod e2ap;
+pub mod proxy;
+pub mod session;
 pub mod transport;

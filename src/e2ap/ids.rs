@@ -39,6 +39,7 @@ pub mod ie {
     pub const RAN_FUNCTIONS_MODIFIED: u16 = 12;
     pub const RAN_FUNCTIONS_REJECTED: u16 = 13;
     pub const RIC_ACTION_ID: u16 = 15;
+    pub const RIC_CONTROL_ACK_REQUEST: u16 = 21;
     pub const RIC_INDICATION_SN: u16 = 27;
     pub const RIC_REQUEST_ID: u16 = 29;
     pub const RIC_SUBSCRIPTION_DETAILS: u16 = 30;
@@ -74,6 +75,35 @@ impl Procedure {
             RIC_SUBSCRIPTION_AUDIT => "RICsubscriptionAudit",
             _ => "unknown",
         }
+    }
+
+    /// Class 1 procedures answer an initiating message with a successful or
+    /// unsuccessful outcome; class 2 ones (Indication, Error Indication, Service
+    /// Query, Subscription Delete Required) have no response.
+    pub fn expects_response(self) -> bool {
+        use procedure::*;
+        !matches!(
+            self.0,
+            RIC_INDICATION
+                | ERROR_INDICATION
+                | RIC_SERVICE_QUERY
+                | RIC_SUBSCRIPTION_DELETE_REQUIRED
+        ) && self.is_known()
+    }
+
+    /// Whether requests and responses of this procedure are matched by
+    /// RICrequestID (else by TransactionID).
+    pub fn keyed_by_request_id(self) -> bool {
+        use procedure::*;
+        matches!(
+            self.0,
+            RIC_CONTROL
+                | RIC_SUBSCRIPTION
+                | RIC_SUBSCRIPTION_DELETE
+                | RIC_SUBSCRIPTION_MODIFICATION
+                | RIC_SUBSCRIPTION_MODIFICATION_REQUIRED
+                | RIC_QUERY
+        )
     }
 
     /// Whether the procedure code is one this build knows.

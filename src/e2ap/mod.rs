@@ -1,6 +1,10 @@
 //! E2AP: the envelope peek (routing, zero-copy, tolerant) and the full APER codec.
 
+pub mod build;
+pub mod codec;
+pub mod generated;
 pub mod ids;
+pub mod inspect;
 pub mod peek;
 
 pub use ids::Procedure;

@@ -485,6 +485,42 @@ impl<'a> Envelope<'a> {
         self.raw_value(ie::GLOBAL_RIC_ID)
     }
 
+    /// The leading `ranFunctionID` of every item of a RAN-function list IE
+    /// (`RANfunctions-List`, `RANfunctionsID-List`, `RANfunctionsIDcause-List`):
+    /// `SEQUENCE (SIZE (1..256)) OF ProtocolIE-SingleContainer`, each item a
+    /// SEQUENCE whose first octet holds its extension bit and whose next two hold
+    /// the id. Used on E2 Setup only, so it may allocate.
+    pub fn ran_function_list(&self, id: u16) -> Result<Vec<u16>, DecodeError> {
+        let Some(ie) = self.find(id) else {
+            return Ok(Vec::new());
+        };
+        if ie.fragmented {
+            return Err(DecodeError::TooFragmented);
+        }
+        let at = "RAN function list";
+        let base = ie.logical.start;
+        let end = ie.logical.end;
+        let count = self.content.byte(self.buf, base, at)? as usize + 1;
+        let mut pos = base + 1;
+        let mut ids = Vec::with_capacity(count);
+        for _ in 0..count {
+            // ProtocolIE-SingleContainer: id (2), criticality (1), open type.
+            let (start, next, fragmented) = open_type(&self.content, self.buf, pos + 3, at, None)?;
+            if next > end {
+                return Err(DecodeError::Truncated { at });
+            }
+            if fragmented || next - start < 3 {
+                return Err(DecodeError::Truncated { at });
+            }
+            ids.push(self.content.u16(self.buf, start + 1, at)?);
+            pos = next;
+        }
+        if pos != end {
+            return Err(DecodeError::Trailing(end - pos));
+        }
+        Ok(ids)
+    }
+
     /// Zero-copy slice of an IE value out of the `Bytes` this envelope was parsed from.
     pub fn slice(&self, from: &Bytes, ie: &Ie) -> Option<Bytes> {
         (ie.contiguous

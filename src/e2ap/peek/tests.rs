@@ -1,5 +1,5 @@
 use super::*;
-use crate::e2ap::ids::procedure;
+use crate::e2ap::ids::{ie, procedure};
 use proptest::prelude::*;
 
 /// FlexRIC captures shipped with the repo: (label, bytes).
@@ -75,8 +75,12 @@ fn flexric_captures_peek_cleanly() {
                 assert_eq!(env.transaction_id(), Some(0));
                 if env.kind() == PduKind::Initiating {
                     assert!(env.global_e2node_id_raw().is_some());
+                    let funcs = env.ran_function_list(ie::RAN_FUNCTIONS_ADDED).unwrap();
+                    assert!(funcs.contains(&2), "{label}: {funcs:?}");
                 } else {
                     assert_eq!(env.global_ric_id_raw().map(|v| v.len()), Some(7));
+                    let acc = env.ran_function_list(ie::RAN_FUNCTIONS_ACCEPTED).unwrap();
+                    assert!(acc.contains(&2), "{label}: {acc:?}");
                 }
             }
             procedure::RIC_SUBSCRIPTION

@@ -1,0 +1,504 @@
+//! One E2 node association: node leg, backend leg and session, driven by one task.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use prometheus::IntCounter;
+use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tracing::{debug, field, info, info_span, warn, Instrument};
+
+use super::metrics::direction;
+use super::Shared;
+use crate::session::{BackendId, CloseReason, Event, Peer, Session, Side};
+use crate::transport::{Association, AssociationExt, Connector, Error, Message};
+
+type Connecting<A> = Pin<Box<dyn Future<Output = Option<(BackendId, A)>> + Send>>;
+
+/// Run one association to its end.
+pub(super) async fn run<N: Association, C: Connector>(
+    node: N,
+    shared: Arc<Shared<C>>,
+    cancel: CancellationToken,
+) {
+    let info = node.info().clone();
+    let span = info_span!("assoc", peer = %info.peer, node = field::Empty, backend = field::Empty);
+    async move {
+        shared.metrics.associations_total.inc();
+        shared.metrics.associations_active.inc();
+        debug!(
+            streams_out = info.outbound_streams,
+            streams_in = info.inbound_streams,
+            "association accepted"
+        );
+        let mut d = Driver::new(node, shared.clone(), cancel);
+        d.drive().await;
+        d.finish().await;
+        shared.metrics.associations_active.dec();
+    }
+    .instrument(span)
+    .await
+}
+
+struct Leg<A> {
+    assoc: A,
+    queue: VecDeque<Message>,
+    eof: bool,
+}
+
+impl<A: Association> Leg<A> {
+    fn new(assoc: A, cap: usize) -> Self {
+        Leg {
+            assoc,
+            queue: VecDeque::with_capacity(cap.min(64)),
+            eof: false,
+        }
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while let Some(m) = self.queue.front() {
+            match self.assoc.poll_send(cx, m) {
+                Poll::Ready(Ok(())) => {
+                    self.queue.pop_front();
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+enum Io<A> {
+    Node(Result<Option<Message>, Error>),
+    Backend(Result<Option<Message>, Error>),
+    Connected(Option<(BackendId, A)>),
+    SendFailed(Peer, Error),
+    Timer,
+    Cancelled,
+}
+
+struct Attached {
+    id: BackendId,
+    name: String,
+    /// Per-backend message counters, [to backend, to node].
+    messages: [IntCounter; 2],
+}
+
+struct Driver<N, C: Connector> {
+    shared: Arc<Shared<C>>,
+    session: Session,
+    node: Leg<N>,
+    backend: Option<Leg<C::Assoc>>,
+    attached: Option<Attached>,
+    connecting: Option<Connecting<C::Assoc>>,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    cancel_seen: bool,
+    sleep: Pin<Box<Sleep>>,
+    armed: Option<Instant>,
+    first_deadline: Option<Instant>,
+    closing: Option<(CloseReason, Instant)>,
+    reported_in_flight: i64,
+    cap: usize,
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl<N: Association, C: Connector> Driver<N, C> {
+    fn new(node: N, shared: Arc<Shared<C>>, cancel: CancellationToken) -> Self {
+        let cap = shared.config.queue.max(1);
+        let first_deadline = Some(now() + shared.config.first_message_timeout);
+        Driver {
+            session: Session::new(shared.config.session.clone()),
+            node: Leg::new(node, cap),
+            backend: None,
+            attached: None,
+            connecting: None,
+            cancelled: Box::pin(cancel.cancelled_owned()),
+            cancel_seen: false,
+            sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            armed: None,
+            first_deadline,
+            closing: None,
+            reported_in_flight: 0,
+            cap,
+            shared,
+        }
+    }
+
+    async fn drive(&mut self) {
+        loop {
+            self.drain_session();
+            if let Some((_, deadline)) = self.closing {
+                let flushed = self.node.queue.is_empty()
+                    && self.backend.as_ref().is_none_or(|b| b.queue.is_empty());
+                if flushed || now() >= deadline {
+                    return;
+                }
+            }
+            self.arm_timer();
+            let io = poll_fn(|cx| self.poll_io(cx)).await;
+            let t = now();
+            match io {
+                Io::Node(Ok(Some(m))) => {
+                    self.first_deadline = None;
+                    self.session.handle_node(t, m);
+                }
+                Io::Node(Ok(None)) => {
+                    debug!("node shut down its association");
+                    self.node.eof = true;
+                    self.session.node_closed();
+                }
+                Io::Node(Err(e)) => {
+                    self.transport_error(Side::Node, &e);
+                    self.node.eof = true;
+                    self.session.node_closed();
+                }
+                Io::Backend(Ok(Some(m))) => self.session.handle_backend(t, m),
+                Io::Backend(Ok(None)) => {
+                    info!("backend shut down the association");
+                    self.drop_backend();
+                    self.session.backend_closed(t);
+                }
+                Io::Backend(Err(e)) => {
+                    self.transport_error(Side::Backend, &e);
+                    self.drop_backend();
+                    self.session.backend_closed(t);
+                }
+                Io::SendFailed(Peer::Node, e) => {
+                    self.transport_error(Side::Node, &e);
+                    self.node.eof = true;
+                    self.node.queue.clear();
+                    self.session.node_closed();
+                }
+                Io::SendFailed(Peer::Backend, e) => {
+                    self.transport_error(Side::Backend, &e);
+                    self.drop_backend();
+                    self.session.backend_closed(t);
+                }
+                Io::Connected(Some((id, assoc))) => self.attach(t, id, assoc),
+                Io::Connected(None) => {
+                    warn!("no backend could take the node: answering E2 Setup Failure with TimeToWait");
+                    self.shared
+                        .metrics
+                        .setups
+                        .with_label_values(&["no_backend"])
+                        .inc();
+                    self.session.no_backend(t);
+                }
+                Io::Timer => {
+                    if self.first_deadline.is_some_and(|d| t >= d) {
+                        warn!("no E2 Setup Request from the node in time: closing");
+                        self.first_deadline = None;
+                        self.shared
+                            .metrics
+                            .closes
+                            .with_label_values(&["first_message_timeout"])
+                            .inc();
+                        self.session.shutdown();
+                    }
+                    self.session.handle_timeout(t);
+                }
+                Io::Cancelled => {
+                    self.cancel_seen = true;
+                    self.session.shutdown();
+                }
+            }
+        }
+    }
+
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Io<C::Assoc>> {
+        if let Poll::Ready(Err(e)) = self.node.poll_flush(cx) {
+            return Poll::Ready(Io::SendFailed(Peer::Node, e));
+        }
+        if let Some(b) = self.backend.as_mut() {
+            if let Poll::Ready(Err(e)) = b.poll_flush(cx) {
+                return Poll::Ready(Io::SendFailed(Peer::Backend, e));
+            }
+        }
+        if let Some(f) = self.connecting.as_mut() {
+            if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                self.connecting = None;
+                return Poll::Ready(Io::Connected(r));
+            }
+        }
+        if !self.cancel_seen && self.cancelled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Io::Cancelled);
+        }
+        if self.closing.is_none() {
+            let room_to_backend = self
+                .backend
+                .as_ref()
+                .is_none_or(|b| b.queue.len() < self.cap);
+            if !self.node.eof && room_to_backend && self.session.wants_node_input() {
+                if let Poll::Ready(r) = self.node.assoc.poll_recv(cx) {
+                    return Poll::Ready(Io::Node(r));
+                }
+            }
+            if self.node.queue.len() < self.cap {
+                if let Some(b) = self.backend.as_mut().filter(|b| !b.eof) {
+                    if let Poll::Ready(r) = b.assoc.poll_recv(cx) {
+                        return Poll::Ready(Io::Backend(r));
+                    }
+                }
+            }
+        }
+        if self.armed.is_some() && self.sleep.as_mut().poll(cx).is_ready() {
+            self.armed = None;
+            return Poll::Ready(Io::Timer);
+        }
+        Poll::Pending
+    }
+
+    fn arm_timer(&mut self) {
+        let deadline = [
+            self.session.poll_timeout(),
+            self.first_deadline,
+            self.closing.as_ref().map(|(_, d)| *d),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if deadline != self.armed {
+            if let Some(d) = deadline {
+                self.sleep.as_mut().reset(tokio::time::Instant::from_std(d));
+            }
+            self.armed = deadline;
+        }
+    }
+
+    /// Move the session's transmits into the legs' queues and act on its events.
+    fn drain_session(&mut self) {
+        while let Some(t) = self.session.poll_transmit() {
+            let len = t.msg.payload.len();
+            match t.to {
+                Peer::Node => self.node.queue.push_back(t.msg),
+                Peer::Backend => match self.backend.as_mut() {
+                    Some(b) => b.queue.push_back(t.msg),
+                    None => {
+                        warn!(
+                            procedure = t.procedure,
+                            "message for a backend that is gone: dropped"
+                        );
+                        self.shared
+                            .metrics
+                            .closes
+                            .with_label_values(&["dropped_no_backend"])
+                            .inc();
+                        continue;
+                    }
+                },
+            }
+            self.shared.metrics.forwarded(t.to, t.procedure, len);
+            if let Some(a) = self.attached.as_ref() {
+                a.messages[usize::from(t.to == Peer::Node)].inc();
+            }
+        }
+        while let Some(ev) = self.session.poll_event() {
+            self.on_event(ev);
+        }
+        self.report_in_flight();
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        let m = &self.shared.metrics;
+        match ev {
+            Event::NeedBackend { node, tried } => {
+                tracing::Span::current().record("node", field::display(&node));
+                let shared = self.shared.clone();
+                self.connecting = Some(Box::pin(connect_some(shared, tried)));
+            }
+            Event::SetupComplete {
+                backend,
+                latency,
+                accepted,
+                rejected,
+            } => {
+                info!(%backend, latency_ms = latency.as_secs_f64() * 1e3, accepted = accepted.len(),
+                      rejected = rejected.len(), "E2 Setup complete");
+                m.setups.with_label_values(&["accepted"]).inc();
+                m.setup_latency.observe(latency.as_secs_f64());
+            }
+            Event::SetupRejected { backend } => {
+                info!(%backend, "backend answered E2 Setup Failure (forwarded to the node)");
+                m.setups.with_label_values(&["rejected"]).inc();
+            }
+            Event::SetupTimedOut { backend } => {
+                warn!(%backend, "backend did not complete the E2 Setup: trying another");
+                m.setups.with_label_values(&["timeout"]).inc();
+                self.drop_backend();
+            }
+            Event::Latency {
+                backend: _,
+                procedure,
+                initiator,
+                latency,
+            } => {
+                if let Some(a) = self.attached.as_ref() {
+                    m.latency(&a.name, procedure, initiator)
+                        .observe(latency.as_secs_f64());
+                }
+            }
+            Event::RequestTimedOut {
+                procedure,
+                initiator,
+                ..
+            } => {
+                debug!(%procedure, initiator = initiator.name(), "request timed out");
+                m.request_timeouts
+                    .with_label_values(&[procedure.name()])
+                    .inc();
+            }
+            Event::ProtocolError { side, error } => {
+                warn!(side = side.name(), kind = error.kind(), %error, "protocol error");
+                m.protocol_errors
+                    .with_label_values(&[side.name(), error.kind()])
+                    .inc();
+            }
+            Event::Close(reason) => {
+                debug!(reason = reason.name(), "closing association");
+                m.closes.with_label_values(&[reason.name()]).inc();
+                self.closing = Some((reason, now() + self.shared.config.drain_timeout));
+            }
+        }
+    }
+
+    fn attach(&mut self, t: Instant, id: BackendId, assoc: C::Assoc) {
+        let name = self
+            .shared
+            .pool
+            .get(id)
+            .map(|b| b.name.clone())
+            .unwrap_or_else(|| id.to_string());
+        tracing::Span::current().record("backend", field::display(&name));
+        let m = &self.shared.metrics;
+        m.associations.with_label_values(&[&name]).inc();
+        self.attached = Some(Attached {
+            id,
+            messages: [
+                m.backend_messages
+                    .with_label_values(&[&name, direction(Peer::Backend)]),
+                m.backend_messages
+                    .with_label_values(&[&name, direction(Peer::Node)]),
+            ],
+            name,
+        });
+        self.backend = Some(Leg::new(assoc, self.cap));
+        self.session.backend_attached(t, id);
+    }
+
+    /// Forget the backend leg; its association is closed gracefully in the background.
+    fn drop_backend(&mut self) {
+        self.report_in_flight_to(0);
+        if let Some(a) = self.attached.take() {
+            self.shared
+                .metrics
+                .associations
+                .with_label_values(&[&a.name])
+                .dec();
+            debug!(backend = %a.id, "backend leg released");
+        }
+        if let Some(mut leg) = self.backend.take() {
+            if !leg.queue.is_empty() {
+                warn!(
+                    lost = leg.queue.len(),
+                    "messages queued for a failed backend were not delivered"
+                );
+            }
+            if !leg.eof {
+                tokio::spawn(async move {
+                    let _ = leg.assoc.shutdown().await;
+                });
+            }
+        }
+    }
+
+    fn report_in_flight(&mut self) {
+        let cur =
+            (self.session.in_flight() + self.backend.as_ref().map_or(0, |b| b.queue.len())) as i64;
+        self.report_in_flight_to(cur);
+    }
+
+    fn report_in_flight_to(&mut self, cur: i64) {
+        if cur != self.reported_in_flight {
+            if let Some(a) = self.attached.as_ref() {
+                self.shared
+                    .metrics
+                    .in_flight
+                    .with_label_values(&[&a.name])
+                    .add(cur - self.reported_in_flight);
+                self.reported_in_flight = cur;
+            } else {
+                self.reported_in_flight = 0;
+            }
+        }
+    }
+
+    fn transport_error(&self, side: Side, e: &Error) {
+        let kind = match e {
+            Error::TooLarge { .. } => "too_large",
+            Error::Lost(_) => "lost",
+            Error::Refused(_) => "refused",
+            _ => "io",
+        };
+        warn!(side = side.name(), error = %e, "association failed");
+        self.shared
+            .metrics
+            .transport_errors
+            .with_label_values(&[side.name(), kind])
+            .inc();
+    }
+
+    /// Close both legs gracefully.
+    async fn finish(&mut self) {
+        let timeout = self.shared.config.drain_timeout;
+        if let Some(b) = self.backend.as_mut() {
+            if !b.eof {
+                let _ = tokio::time::timeout(timeout, b.assoc.shutdown()).await;
+            }
+        }
+        self.drop_backend();
+        if !self.node.eof {
+            let _ = tokio::time::timeout(timeout, self.node.assoc.shutdown()).await;
+        }
+        debug!(stats = ?self.session.stats(), "association closed");
+    }
+}
+
+/// Connect to the first backend that answers, in the pool's order, skipping `tried`.
+async fn connect_some<C: Connector>(
+    shared: Arc<Shared<C>>,
+    mut tried: Vec<BackendId>,
+) -> Option<(BackendId, C::Assoc)> {
+    loop {
+        let b = shared.pool.pick(&tried)?.clone();
+        shared.metrics.picks.with_label_values(&[&b.name]).inc();
+        match tokio::time::timeout(
+            shared.config.connect_timeout,
+            shared.connector.connect(b.addr),
+        )
+        .await
+        {
+            Ok(Ok(a)) => {
+                debug!(backend = %b.name, addr = %b.addr, "backend association open");
+                return Some((b.id, a));
+            }
+            Ok(Err(e)) => {
+                warn!(backend = %b.name, addr = %b.addr, error = %e, "backend connect failed")
+            }
+            Err(_) => warn!(backend = %b.name, addr = %b.addr, "backend connect timed out"),
+        }
+        shared
+            .metrics
+            .connect_failures
+            .with_label_values(&[&b.name])
+            .inc();
+        tried.push(b.id);
+    }
+}

@@ -1,0 +1,256 @@
+//! Prometheus metrics of the proxy. Per-message counters are resolved once
+//! into plain handles, so the data path never looks a label up.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::e2ap::ids::procedure::RIC_SUBSCRIPTION_AUDIT;
+use crate::e2ap::Procedure;
+use crate::session::{Initiator, Peer};
+
+/// Procedure label slots: known codes 0..=17, then "unknown".
+const PROC_SLOTS: usize = RIC_SUBSCRIPTION_AUDIT as usize + 2;
+
+fn proc_slot(code: u8) -> usize {
+    (code as usize).min(PROC_SLOTS - 1)
+}
+
+fn proc_label(slot: usize) -> &'static str {
+    match u8::try_from(slot) {
+        Ok(c) if slot < PROC_SLOTS - 1 && c > 0 => Procedure(c).name(),
+        _ => "unknown",
+    }
+}
+
+/// Direction label of a transmit.
+pub fn direction(to: Peer) -> &'static str {
+    match to {
+        Peer::Backend => "node_to_ric",
+        Peer::Node => "ric_to_node",
+    }
+}
+
+/// All proxy metrics, registered in one registry.
+pub struct Metrics {
+    pub registry: Registry,
+    forwarded: [Vec<IntCounter>; 2],
+    bytes: [IntCounter; 2],
+    pub associations: IntGaugeVec,
+    pub associations_total: IntCounter,
+    pub associations_active: IntGauge,
+    pub backend_messages: IntCounterVec,
+    pub in_flight: IntGaugeVec,
+    pub protocol_errors: IntCounterVec,
+    pub closes: IntCounterVec,
+    pub latency: HistogramVec,
+    pub setup_latency: Histogram,
+    pub request_timeouts: IntCounterVec,
+    pub connect_failures: IntCounterVec,
+    pub setups: IntCounterVec,
+    pub transport_errors: IntCounterVec,
+    pub picks: IntCounterVec,
+}
+
+fn dir_index(to: Peer) -> usize {
+    match to {
+        Peer::Backend => 0,
+        Peer::Node => 1,
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let fwd = IntCounterVec::new(
+            Opts::new(
+                "e2lb_messages_forwarded_total",
+                "E2AP messages relayed, by direction and procedure",
+            ),
+            &["direction", "procedure"],
+        )?;
+        let bytes_v = IntCounterVec::new(
+            Opts::new(
+                "e2lb_bytes_forwarded_total",
+                "E2AP payload bytes relayed, by direction",
+            ),
+            &["direction"],
+        )?;
+        let mk = |to: Peer| -> Vec<IntCounter> {
+            (0..PROC_SLOTS)
+                .map(|s| fwd.with_label_values(&[direction(to), proc_label(s)]))
+                .collect()
+        };
+        let forwarded = [mk(Peer::Backend), mk(Peer::Node)];
+        let bytes = [
+            bytes_v.with_label_values(&[direction(Peer::Backend)]),
+            bytes_v.with_label_values(&[direction(Peer::Node)]),
+        ];
+        let associations = IntGaugeVec::new(
+            Opts::new(
+                "e2lb_associations",
+                "E2 node associations currently placed on each backend",
+            ),
+            &["backend"],
+        )?;
+        let associations_total = IntCounter::new(
+            "e2lb_associations_accepted_total",
+            "E2 node associations accepted",
+        )?;
+        let associations_active = IntGauge::new(
+            "e2lb_associations_active",
+            "E2 node associations currently open",
+        )?;
+        let backend_messages = IntCounterVec::new(
+            Opts::new(
+                "e2lb_backend_messages_total",
+                "E2AP messages relayed per backend and direction",
+            ),
+            &["backend", "direction"],
+        )?;
+        let in_flight = IntGaugeVec::new(
+            Opts::new(
+                "e2lb_backend_in_flight",
+                "Streams in flight per backend: outstanding E2AP requests plus messages queued towards it",
+            ),
+            &["backend"],
+        )?;
+        let protocol_errors = IntCounterVec::new(
+            Opts::new(
+                "e2lb_protocol_errors_total",
+                "Protocol violations and undecodable PDUs, by side and kind",
+            ),
+            &["side", "kind"],
+        )?;
+        let closes = IntCounterVec::new(
+            Opts::new(
+                "e2lb_association_closes_total",
+                "E2 node associations closed, by reason",
+            ),
+            &["reason"],
+        )?;
+        // Buckets from 1 ms to 10 s: E2 procedures take milliseconds, a RIC in
+        // trouble takes seconds, and the time-outs are 5–10 s.
+        let buckets = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "e2lb_procedure_latency_seconds",
+                "E2AP request to response time seen at the proxy, by backend and procedure",
+            )
+            .buckets(buckets.clone()),
+            &["backend", "procedure", "initiator"],
+        )?;
+        let setup_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "e2lb_e2_setup_latency_seconds",
+                "E2 Setup request to response through the proxy",
+            )
+            .buckets(buckets),
+        )?;
+        let request_timeouts = IntCounterVec::new(
+            Opts::new(
+                "e2lb_request_timeouts_total",
+                "E2AP requests that got no response in time",
+            ),
+            &["procedure"],
+        )?;
+        let connect_failures = IntCounterVec::new(
+            Opts::new(
+                "e2lb_backend_connect_failures_total",
+                "Failed SCTP connects to a backend",
+            ),
+            &["backend"],
+        )?;
+        let setups = IntCounterVec::new(
+            Opts::new(
+                "e2lb_e2_setups_total",
+                "E2 Setup outcomes through the proxy",
+            ),
+            &["outcome"],
+        )?;
+        let transport_errors = IntCounterVec::new(
+            Opts::new(
+                "e2lb_transport_errors_total",
+                "Association failures, by side and kind",
+            ),
+            &["side", "kind"],
+        )?;
+        let picks = IntCounterVec::new(
+            Opts::new(
+                "e2lb_backend_picks_total",
+                "Backend choices for new associations, by backend",
+            ),
+            &["backend"],
+        )?;
+        for c in [
+            Box::new(fwd) as Box<dyn prometheus::core::Collector>,
+            Box::new(bytes_v),
+            Box::new(associations.clone()),
+            Box::new(associations_total.clone()),
+            Box::new(associations_active.clone()),
+            Box::new(backend_messages.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(protocol_errors.clone()),
+            Box::new(closes.clone()),
+            Box::new(latency.clone()),
+            Box::new(setup_latency.clone()),
+            Box::new(request_timeouts.clone()),
+            Box::new(connect_failures.clone()),
+            Box::new(setups.clone()),
+            Box::new(transport_errors.clone()),
+            Box::new(picks.clone()),
+        ] {
+            registry.register(c)?;
+        }
+        Ok(Metrics {
+            registry,
+            forwarded,
+            bytes,
+            associations,
+            associations_total,
+            associations_active,
+            backend_messages,
+            in_flight,
+            protocol_errors,
+            closes,
+            latency,
+            setup_latency,
+            request_timeouts,
+            connect_failures,
+            setups,
+            transport_errors,
+            picks,
+        })
+    }
+
+    /// Count one relayed message (no label lookup).
+    #[inline]
+    pub fn forwarded(&self, to: Peer, procedure: u8, bytes: usize) {
+        let d = dir_index(to);
+        if let Some(c) = self.forwarded[d].get(proc_slot(procedure)) {
+            c.inc();
+        }
+        self.bytes[d].inc_by(bytes as u64);
+    }
+
+    pub fn latency(&self, backend: &str, procedure: Procedure, initiator: Initiator) -> Histogram {
+        self.latency.with_label_values(&[
+            backend,
+            proc_label(proc_slot(procedure.0)),
+            initiator.name(),
+        ])
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        let enc = prometheus::TextEncoder::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = enc.encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,114 @@
+//! The transparent association proxy: the tokio shell around [`Session`].
+//!
+//! [`serve`] accepts E2 node associations from a [`Listener`] and spawns one
+//! task per association ([`assoc`]), which owns the node leg, the backend leg
+//! and the session, and drives them from one future: it never blocks one
+//! direction on the other, stops reading a leg when the queue towards the other
+//! is full (so back-pressure reaches the sender's SCTP window), and feeds the
+//! session the clock.
+//!
+//! Shutdown is injected (mini-redis style): when the `shutdown` future
+//! completes, the listener stops, every association closes gracefully after
+//! flushing what it holds, and `serve` returns once all of them are done.
+
+mod assoc;
+pub mod metrics;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::balance::Pool;
+use crate::session::SessionConfig;
+use crate::transport::{Association, Connector, Listener};
+pub use metrics::Metrics;
+
+/// Proxy knobs (from the `[proxy]` configuration section).
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub session: SessionConfig,
+    /// Messages queued per direction of one association before reading stops.
+    pub queue: usize,
+    /// Time allowed to open an association to a backend.
+    pub connect_timeout: Duration,
+    /// Time allowed to flush queued messages when an association closes.
+    pub drain_timeout: Duration,
+    /// Time allowed for an E2 node to send its first message.
+    pub first_message_timeout: Duration,
+    /// Most E2 node associations served at once (more are refused on accept).
+    pub max_associations: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            session: SessionConfig::default(),
+            queue: 256,
+            connect_timeout: Duration::from_secs(3),
+            drain_timeout: Duration::from_secs(5),
+            first_message_timeout: Duration::from_secs(30),
+            max_associations: 10_000,
+        }
+    }
+}
+
+/// What every association task shares (read-only or internally synchronised).
+pub struct Shared<C> {
+    pub config: ProxyConfig,
+    pub pool: Pool,
+    pub connector: C,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Serve E2 node associations until `shutdown` completes, then drain.
+pub async fn serve<L, C>(
+    mut listener: L,
+    shared: Arc<Shared<C>>,
+    shutdown: impl Future<Output = ()>,
+) where
+    L: Listener,
+    C: Connector,
+{
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(shared.config.max_associations));
+    info!(listen = %listener.local_addr(), backends = shared.pool.backends().len(), "e2lb proxy serving");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            res = listener.accept() => match res {
+                Ok(node) => {
+                    let Ok(permit) = limit.clone().try_acquire_owned() else {
+                        warn!(peer = %node.info().peer, max = shared.config.max_associations,
+                              "association refused: maximum associations reached");
+                        shared.metrics.closes.with_label_values(&["admission_limit"]).inc();
+                        drop(node);
+                        continue;
+                    };
+                    let shared = shared.clone();
+                    let cancel = cancel.child_token();
+                    tracker.spawn(async move {
+                        assoc::run(node, shared, cancel).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    shared.metrics.transport_errors.with_label_values(&["node", "accept"]).inc();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    info!(open = tracker.len(), "shutting down: draining associations");
+    drop(listener);
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    info!("all associations closed");
+}

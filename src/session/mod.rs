@@ -1,0 +1,804 @@
+//! The per-E2-node session: a pure state machine (no I/O, no clock).
+//!
+//! One [`Session`] exists per E2 node association. The shell feeds it every
+//! message from either leg and the current time, and drains what it produces,
+//! in the manner of quinn-proto's `Connection`:
+//!
+//! - inputs: [`Session::handle_node`], [`Session::handle_backend`],
+//!   [`Session::backend_attached`], [`Session::no_backend`],
+//!   [`Session::handle_timeout`];
+//! - outputs: [`Session::poll_transmit`] (messages to send, in order),
+//!   [`Session::poll_event`] (decisions and facts for the shell: pick a backend,
+//!   latency samples, protocol errors, close), [`Session::poll_timeout`] (the
+//!   next instant `handle_timeout` must be called).
+//!
+//! Time must be monotonic. The session caches the E2 Setup Request and the RAN
+//! functions, tracks subscriptions and outstanding requests ("streams in
+//! flight"): the state later issues (re-homing, router mode) build on.
+//!
+//! Reactions to bad input follow E2AP §10 (error handling): a PDU that cannot be
+//! read, or a first message that is not an E2 Setup Request, is answered with an
+//! Error Indication (cause *protocol*: transfer-syntax-error, resp.
+//! message-not-compatible-with-receiver-state) and that one association is
+//! closed; a second E2 Setup on an established association is answered with an
+//! Error Indication and not forwarded; a malformed PDU from a backend is answered
+//! to the backend and dropped (the node is not punished for its RIC).
+
+mod pending;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::e2ap::build::{Cause, E2SetupFailure, ErrorIndication};
+use crate::e2ap::generated as g;
+use crate::e2ap::ids::{ie, procedure};
+use crate::e2ap::{DecodeError, Envelope, PduKind, Procedure, RicRequestId};
+use crate::transport::Message;
+pub use pending::{Initiator, PendingKey};
+
+/// A node's identity: the APER encoding of its GlobalE2node-ID (canonical, so
+/// equal ids have equal bytes). Displayed as hex.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub Bytes);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0.iter() {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({self})")
+    }
+}
+
+/// Index of a backend (RIC pod) in the proxy's pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct BackendId(pub u32);
+
+impl fmt::Display for BackendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "b{}", self.0)
+    }
+}
+
+/// Which leg a message, fault or error concerns (also a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    Node,
+    Backend,
+    Internal,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Node => "node",
+            Side::Backend => "backend",
+            Side::Internal => "internal",
+        }
+    }
+}
+
+/// Where a [`Transmit`] goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Node,
+    Backend,
+}
+
+/// A message the shell must send, in the order produced.
+#[must_use]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: Peer,
+    pub msg: Message,
+    /// Procedure code and kind of the PDU (for per-procedure counters).
+    pub procedure: u8,
+    pub kind: PduKind,
+}
+
+/// Protocol violations, each with its documented reaction (module doc).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    #[error("undecodable PDU: {0}")]
+    Malformed(DecodeError),
+    #[error("first message is {0} ({1}), not an E2 Setup Request")]
+    FirstNotSetup(Procedure, &'static str),
+    #[error("E2 Setup Request without GlobalE2node-ID")]
+    SetupWithoutNodeId,
+    #[error("second E2 Setup Request on an association that is already set up")]
+    SecondSetup,
+    #[error("message {0} ({1}) from the backend before the E2 Setup completed")]
+    BackendBeforeSetup(Procedure, &'static str),
+}
+
+impl ProtocolError {
+    /// Bounded metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProtocolError::Malformed(e) => e.kind(),
+            ProtocolError::FirstNotSetup(..) => "first_not_setup",
+            ProtocolError::SetupWithoutNodeId => "setup_without_node_id",
+            ProtocolError::SecondSetup => "second_setup",
+            ProtocolError::BackendBeforeSetup(..) => "backend_before_setup",
+        }
+    }
+}
+
+/// Why the session asks the shell to close the association.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The node broke the protocol (the error was reported in an event before).
+    NodeProtocol,
+    /// The node closed its association.
+    NodeClosed,
+    /// The backend closed or failed (re-homing comes with the migration issue).
+    BackendClosed,
+    /// The proxy is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CloseReason::NodeProtocol => "node_protocol_error",
+            CloseReason::NodeClosed => "node_closed",
+            CloseReason::BackendClosed => "backend_closed",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Facts and requests for the shell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A valid E2 Setup Request arrived: pick a backend (not one in `tried`) and
+    /// call [`Session::backend_attached`] or [`Session::no_backend`].
+    NeedBackend { node: NodeId, tried: Vec<BackendId> },
+    /// The backend accepted the node's E2 Setup.
+    SetupComplete {
+        backend: BackendId,
+        latency: Duration,
+        accepted: Vec<u16>,
+        rejected: Vec<u16>,
+    },
+    /// The backend answered the E2 Setup with a failure (forwarded to the node).
+    SetupRejected { backend: BackendId },
+    /// The backend did not answer the E2 Setup in time; a new backend is needed
+    /// (a `NeedBackend` follows) and this one's association must be closed.
+    SetupTimedOut { backend: BackendId },
+    /// A request → response pair completed (latency as seen at the proxy).
+    Latency {
+        backend: BackendId,
+        procedure: Procedure,
+        initiator: Initiator,
+        latency: Duration,
+    },
+    /// A request got no response within the request time-out.
+    RequestTimedOut {
+        backend: Option<BackendId>,
+        procedure: Procedure,
+        initiator: Initiator,
+    },
+    /// A protocol violation, after its reaction was queued.
+    ProtocolError { side: Side, error: ProtocolError },
+    /// Close both legs gracefully (after flushing queued transmits).
+    Close(CloseReason),
+}
+
+/// Session timing knobs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// How long a backend may take to answer an E2 Setup before another is tried.
+    pub setup_timeout: Duration,
+    /// How long any other request may stay unanswered before it stops counting as in flight.
+    pub request_timeout: Duration,
+    /// TimeToWait sent with an E2 Setup Failure when no backend can take the node.
+    pub retry_after: TimeToWait,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            setup_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            retry_after: TimeToWait::V10s,
+        }
+    }
+}
+
+/// A subscription seen succeed at the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    pub ran_function: u16,
+    /// The RIC Subscription Request as the backend sent it (for replay on re-homing).
+    pub request: Bytes,
+    pub since: Instant,
+    pub indications: u64,
+}
+
+/// The cached E2 Setup of the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetupCache {
+    pub node: NodeId,
+    pub request: Message,
+    pub transaction_id: Option<u8>,
+    pub ran_functions: Vec<u16>,
+    pub accepted: Vec<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Nothing (or a rejected setup) yet: the next node message must be an E2 Setup Request.
+    AwaitSetup,
+    /// Setup cached; the shell is choosing/connecting a backend.
+    AwaitBackend,
+    /// Setup sent to the backend at `sent`.
+    AwaitSetupResponse { sent: Instant },
+    /// The backend accepted the setup: relaying.
+    Established,
+    /// Close requested.
+    Closed,
+}
+
+/// Per-session counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    pub from_node: u64,
+    pub from_backend: u64,
+    pub indications: u64,
+    pub protocol_errors: u64,
+    pub unmatched_responses: u64,
+}
+
+/// The state of one E2 node association (module doc).
+pub struct Session {
+    config: SessionConfig,
+    state: State,
+    setup: Option<SetupCache>,
+    backend: Option<BackendId>,
+    tried: Vec<BackendId>,
+    subscriptions: HashMap<RicRequestId, Subscription>,
+    pending: pending::Pending,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: SessionStats,
+}
+
+impl Session {
+    pub fn new(config: SessionConfig) -> Self {
+        Session {
+            config,
+            state: State::AwaitSetup,
+            setup: None,
+            backend: None,
+            tried: Vec::new(),
+            subscriptions: HashMap::new(),
+            pending: pending::Pending::default(),
+            transmits: VecDeque::with_capacity(16),
+            events: VecDeque::with_capacity(8),
+            stats: SessionStats::default(),
+        }
+    }
+
+    // ---- getters -------------------------------------------------------------
+
+    pub fn node(&self) -> Option<&NodeId> {
+        self.setup.as_ref().map(|s| &s.node)
+    }
+    pub fn backend(&self) -> Option<BackendId> {
+        self.backend
+    }
+    pub fn setup(&self) -> Option<&SetupCache> {
+        self.setup.as_ref()
+    }
+    pub fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+    /// Whether the shell should read from the node now. While a backend is being
+    /// chosen or is answering the E2 Setup, the node has nothing to say (it waits
+    /// for its setup response), and holding its input keeps the order towards a
+    /// backend that may still change.
+    pub fn wants_node_input(&self) -> bool {
+        matches!(self.state, State::AwaitSetup | State::Established)
+    }
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+    pub fn subscriptions(&self) -> &HashMap<RicRequestId, Subscription> {
+        &self.subscriptions
+    }
+    /// Outstanding E2AP requests in either direction: the session's share of
+    /// the backend's "streams in flight".
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    // ---- outputs -------------------------------------------------------------
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+    /// The next instant at which [`Session::handle_timeout`] must run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let setup = match self.state {
+            State::AwaitSetupResponse { sent } => Some(sent + self.config.setup_timeout),
+            _ => None,
+        };
+        match (setup, self.pending.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- inputs --------------------------------------------------------------
+
+    /// A message from the E2 node.
+    pub fn handle_node(&mut self, now: Instant, msg: Message) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.stats.from_node += 1;
+        let env = match Envelope::parse(&msg.payload) {
+            Ok(env) => env,
+            Err(e) => {
+                let reply = error_indication(g::CauseProtocol::TRANSFER_SYNTAX_ERROR, None);
+                self.protocol_error(Side::Node, ProtocolError::Malformed(e), &msg, reply);
+                self.close(CloseReason::NodeProtocol);
+                return;
+            }
+        };
+        let (kind, proc) = (env.kind(), env.procedure());
+        let is_setup_request = kind == PduKind::Initiating && proc.0 == procedure::E2_SETUP;
+        match self.state {
+            State::AwaitSetup if is_setup_request => {
+                let Some(node) = env.global_e2node_id_raw() else {
+                    let reply = error_indication(
+                        g::CauseProtocol::ABSTRACT_SYNTAX_ERROR_FALSELY_CONSTRUCTED_MESSAGE,
+                        Some(&env),
+                    );
+                    self.protocol_error(Side::Node, ProtocolError::SetupWithoutNodeId, &msg, reply);
+                    self.close(CloseReason::NodeProtocol);
+                    return;
+                };
+                let ran_functions = env
+                    .ran_function_list(ie::RAN_FUNCTIONS_ADDED)
+                    .unwrap_or_default();
+                let node = NodeId(Bytes::from(node));
+                let transaction_id = env.transaction_id();
+                self.setup = Some(SetupCache {
+                    node: node.clone(),
+                    request: msg,
+                    transaction_id,
+                    ran_functions,
+                    accepted: Vec::new(),
+                });
+                match self.backend {
+                    // A retried setup after a rejection goes to the same backend association.
+                    Some(_) => self.send_setup(now),
+                    None => {
+                        self.state = State::AwaitBackend;
+                        self.events.push_back(Event::NeedBackend {
+                            node,
+                            tried: self.tried.clone(),
+                        });
+                    }
+                }
+            }
+            State::AwaitSetup => {
+                let reply = error_indication(
+                    g::CauseProtocol::MESSAGE_NOT_COMPATIBLE_WITH_RECEIVER_STATE,
+                    Some(&env),
+                );
+                self.protocol_error(
+                    Side::Node,
+                    ProtocolError::FirstNotSetup(proc, kind.name()),
+                    &msg,
+                    reply,
+                );
+                self.close(CloseReason::NodeProtocol);
+            }
+            _ if is_setup_request => {
+                let reply = error_indication(
+                    g::CauseProtocol::MESSAGE_NOT_COMPATIBLE_WITH_RECEIVER_STATE,
+                    Some(&env),
+                );
+                self.protocol_error(Side::Node, ProtocolError::SecondSetup, &msg, reply);
+            }
+            _ => {
+                self.track(now, Initiator::Node, &env, &msg.payload);
+                let procedure = proc.0;
+                self.transmits.push_back(Transmit {
+                    to: Peer::Backend,
+                    msg,
+                    procedure,
+                    kind,
+                });
+            }
+        }
+    }
+
+    /// A message from the backend.
+    pub fn handle_backend(&mut self, now: Instant, msg: Message) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.stats.from_backend += 1;
+        let env = match Envelope::parse(&msg.payload) {
+            Ok(env) => env,
+            Err(e) => {
+                let reply = error_indication(g::CauseProtocol::TRANSFER_SYNTAX_ERROR, None);
+                self.protocol_error(Side::Backend, ProtocolError::Malformed(e), &msg, reply);
+                return;
+            }
+        };
+        let (kind, proc) = (env.kind(), env.procedure());
+        if let State::AwaitSetupResponse { sent } = self.state {
+            if proc.0 != procedure::E2_SETUP || kind == PduKind::Initiating {
+                // A RIC talks first only after setup; hold nothing back from the node
+                // that it could use, but report the oddity.
+                self.events.push_back(Event::ProtocolError {
+                    side: Side::Backend,
+                    error: ProtocolError::BackendBeforeSetup(proc, kind.name()),
+                });
+                self.stats.protocol_errors += 1;
+            } else {
+                let backend = self.backend.unwrap_or(BackendId(u32::MAX));
+                let latency = now.saturating_duration_since(sent);
+                if kind == PduKind::Successful {
+                    let accepted = env
+                        .ran_function_list(ie::RAN_FUNCTIONS_ACCEPTED)
+                        .unwrap_or_default();
+                    let rejected = env
+                        .ran_function_list(ie::RAN_FUNCTIONS_REJECTED)
+                        .unwrap_or_default();
+                    if let Some(s) = self.setup.as_mut() {
+                        s.accepted = accepted.clone();
+                    }
+                    self.state = State::Established;
+                    self.events.push_back(Event::SetupComplete {
+                        backend,
+                        latency,
+                        accepted,
+                        rejected,
+                    });
+                } else {
+                    self.state = State::AwaitSetup;
+                    self.events.push_back(Event::SetupRejected { backend });
+                }
+                self.events.push_back(Event::Latency {
+                    backend,
+                    procedure: proc,
+                    initiator: Initiator::Node,
+                    latency,
+                });
+                self.transmits.push_back(Transmit {
+                    to: Peer::Node,
+                    msg,
+                    procedure: proc.0,
+                    kind,
+                });
+                return;
+            }
+        }
+        self.track(now, Initiator::Backend, &env, &msg.payload);
+        self.transmits.push_back(Transmit {
+            to: Peer::Node,
+            msg,
+            procedure: proc.0,
+            kind,
+        });
+    }
+
+    /// The shell connected a backend for the cached setup: forward it.
+    pub fn backend_attached(&mut self, now: Instant, backend: BackendId) {
+        if self.state != State::AwaitBackend {
+            return;
+        }
+        self.backend = Some(backend);
+        self.tried.push(backend);
+        self.send_setup(now);
+    }
+
+    /// No backend can take the node now: answer its setup with a failure that
+    /// tells it when to retry (the node's association stays open, DESIGN §2b).
+    pub fn no_backend(&mut self, _now: Instant) {
+        if self.state != State::AwaitBackend {
+            return;
+        }
+        let Some(setup) = self.setup.as_ref() else {
+            return;
+        };
+        let (stream, ppid) = (setup.request.stream, setup.request.ppid);
+        let reply = E2SetupFailure {
+            transaction_id: setup.transaction_id.unwrap_or(0),
+            cause: Cause::RicService(g::CauseRICservice::RIC_RESOURCE_LIMIT),
+            time_to_wait: Some(self.config.retry_after.code()),
+        };
+        if let Ok(payload) = reply.build() {
+            self.transmits.push_back(Transmit {
+                to: Peer::Node,
+                msg: Message {
+                    stream,
+                    ppid,
+                    payload,
+                },
+                procedure: procedure::E2_SETUP,
+                kind: PduKind::Unsuccessful,
+            });
+        }
+        self.tried.clear();
+        self.state = State::AwaitSetup;
+    }
+
+    /// The node's association ended (gracefully or not).
+    pub fn node_closed(&mut self) {
+        self.close(CloseReason::NodeClosed);
+    }
+
+    /// The backend's association ended.
+    pub fn backend_closed(&mut self, now: Instant) {
+        match self.state {
+            // Before the setup completed, another backend can still take the node.
+            State::AwaitSetupResponse { .. } => {
+                if let Some(b) = self.backend.take() {
+                    self.events.push_back(Event::SetupTimedOut { backend: b });
+                }
+                self.retry_setup(now);
+            }
+            State::Closed => {}
+            _ => self.close(CloseReason::BackendClosed),
+        }
+    }
+
+    /// The proxy is shutting down.
+    pub fn shutdown(&mut self) {
+        self.close(CloseReason::Shutdown);
+    }
+
+    /// Expire what is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let State::AwaitSetupResponse { sent } = self.state {
+            if now >= sent + self.config.setup_timeout {
+                if let Some(b) = self.backend.take() {
+                    self.events.push_back(Event::SetupTimedOut { backend: b });
+                }
+                self.retry_setup(now);
+            }
+        }
+        while let Some(key) = self.pending.expire(now) {
+            self.events.push_back(Event::RequestTimedOut {
+                backend: self.backend,
+                procedure: Procedure(key.procedure),
+                initiator: key.initiator,
+            });
+        }
+    }
+
+    // ---- internals -----------------------------------------------------------
+
+    fn retry_setup(&mut self, _now: Instant) {
+        if let Some(setup) = self.setup.as_ref() {
+            self.state = State::AwaitBackend;
+            self.events.push_back(Event::NeedBackend {
+                node: setup.node.clone(),
+                tried: self.tried.clone(),
+            });
+        }
+    }
+
+    fn send_setup(&mut self, now: Instant) {
+        if let Some(setup) = self.setup.as_ref() {
+            self.transmits.push_back(Transmit {
+                to: Peer::Backend,
+                msg: setup.request.clone(),
+                procedure: procedure::E2_SETUP,
+                kind: PduKind::Initiating,
+            });
+            self.state = State::AwaitSetupResponse { sent: now };
+        }
+    }
+
+    /// Request/response bookkeeping: pending requests, latency, subscriptions.
+    fn track(&mut self, now: Instant, from: Initiator, env: &Envelope<'_>, payload: &Bytes) {
+        let proc = env.procedure();
+        match env.kind() {
+            PduKind::Initiating => {
+                if proc.0 == procedure::RIC_INDICATION {
+                    self.stats.indications += 1;
+                    if let Some(sub) = env
+                        .ric_request_id()
+                        .and_then(|id| self.subscriptions.get_mut(&id))
+                    {
+                        sub.indications += 1;
+                    }
+                    return;
+                }
+                if proc.0 == procedure::RIC_SUBSCRIPTION_DELETE_REQUIRED {
+                    // The node announces subscriptions it dropped; the RIC confirms with deletes.
+                    return;
+                }
+                if !proc.expects_response() || !control_wants_ack(env) {
+                    return;
+                }
+                if let Some(key) = PendingKey::of(from, env) {
+                    // Subscription requests are kept: re-homing replays them.
+                    let request = (proc.0 == procedure::RIC_SUBSCRIPTION).then(|| payload.clone());
+                    self.pending
+                        .insert(now, now + self.config.request_timeout, key, request);
+                }
+            }
+            PduKind::Successful | PduKind::Unsuccessful => {
+                let Some(key) = PendingKey::of(from.other(), env) else {
+                    return;
+                };
+                let request = match self.pending.remove(&key) {
+                    Some((since, request)) => {
+                        self.events.push_back(Event::Latency {
+                            backend: self.backend.unwrap_or(BackendId(u32::MAX)),
+                            procedure: proc,
+                            initiator: key.initiator,
+                            latency: now.saturating_duration_since(since),
+                        });
+                        request
+                    }
+                    None => {
+                        self.stats.unmatched_responses += 1;
+                        None
+                    }
+                };
+                if from == Initiator::Node && env.kind() == PduKind::Successful {
+                    self.track_subscription_outcome(now, env, request);
+                }
+            }
+        }
+    }
+
+    fn track_subscription_outcome(
+        &mut self,
+        now: Instant,
+        env: &Envelope<'_>,
+        request: Option<Bytes>,
+    ) {
+        let Some(id) = env.ric_request_id() else {
+            return;
+        };
+        match env.procedure_code() {
+            procedure::RIC_SUBSCRIPTION => {
+                let ran_function = env.ran_function_id().unwrap_or(0);
+                let request = request.unwrap_or_default();
+                self.subscriptions.insert(
+                    id,
+                    Subscription {
+                        ran_function,
+                        request,
+                        since: now,
+                        indications: 0,
+                    },
+                );
+            }
+            procedure::RIC_SUBSCRIPTION_DELETE => {
+                self.subscriptions.remove(&id);
+            }
+            _ => {}
+        }
+    }
+
+    fn protocol_error(
+        &mut self,
+        side: Side,
+        error: ProtocolError,
+        offending: &Message,
+        reply: ErrorIndication,
+    ) {
+        self.stats.protocol_errors += 1;
+        if let Ok(payload) = reply.build() {
+            self.transmits.push_back(Transmit {
+                to: match side {
+                    Side::Backend => Peer::Backend,
+                    _ => Peer::Node,
+                },
+                msg: Message {
+                    stream: offending.stream,
+                    ppid: offending.ppid,
+                    payload,
+                },
+                procedure: procedure::ERROR_INDICATION,
+                kind: PduKind::Initiating,
+            });
+        }
+        self.events.push_back(Event::ProtocolError { side, error });
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        if self.state != State::Closed {
+            self.state = State::Closed;
+            self.events.push_back(Event::Close(reason));
+        }
+    }
+}
+
+/// An Error Indication with a protocol cause, echoing the ids of the offending
+/// PDU when it could be read (E2AP §10).
+fn error_indication(cause: u8, offending: Option<&Envelope<'_>>) -> ErrorIndication {
+    ErrorIndication {
+        transaction_id: offending.and_then(|e| e.transaction_id()),
+        request: offending.and_then(|e| e.ric_request_id()),
+        ran_function: offending.and_then(|e| e.ran_function_id()),
+        cause: Some(Cause::Protocol(cause)),
+    }
+}
+
+/// `TimeToWait ::= ENUMERATED { v1s, v2s, v5s, v10s, v20s, v60s, ... }`: how long
+/// a node is told to wait before retrying an E2 Setup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeToWait {
+    V1s,
+    V2s,
+    V5s,
+    V10s,
+    V20s,
+    V60s,
+}
+
+impl TimeToWait {
+    const ALL: [(TimeToWait, u64); 6] = [
+        (TimeToWait::V1s, 1),
+        (TimeToWait::V2s, 2),
+        (TimeToWait::V5s, 5),
+        (TimeToWait::V10s, 10),
+        (TimeToWait::V20s, 20),
+        (TimeToWait::V60s, 60),
+    ];
+    /// The value a duration names exactly, if any.
+    pub fn from_duration(d: Duration) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|(_, s)| Duration::from_secs(*s) == d)
+            .map(|(t, _)| *t)
+    }
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(
+            Self::ALL
+                .iter()
+                .find(|(t, _)| *t == self)
+                .map_or(10, |(_, s)| *s),
+        )
+    }
+    /// The ENUMERATED index.
+    pub fn code(self) -> u8 {
+        Self::ALL.iter().position(|(t, _)| *t == self).unwrap_or(3) as u8
+    }
+}
+
+/// RIC Control responses come only when an acknowledgement was requested
+/// (`RICcontrolAckRequest` = ack); other requests always expect one.
+fn control_wants_ack(env: &Envelope<'_>) -> bool {
+    if env.procedure_code() != procedure::RIC_CONTROL {
+        return true;
+    }
+    match env
+        .find(ie::RIC_CONTROL_ACK_REQUEST)
+        .and_then(|ie| env.value(&ie))
+    {
+        // ENUMERATED { noAck, ack, ..., nAck }: extension bit, then 1 bit.
+        Some([b, ..]) => b & 0x80 == 0 && (b >> 6) & 1 == 1,
+        _ => false,
+    }
+}
