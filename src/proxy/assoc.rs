@@ -80,6 +80,8 @@ enum Io<A> {
     SendFailed(Peer, Error),
     Timer,
     Cancelled,
+    /// Closing, and everything queued has been handed to the transports.
+    Flushed,
 }
 
 struct Attached {
@@ -209,6 +211,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
                     self.cancel_seen = true;
                     self.session.shutdown();
                 }
+                Io::Flushed => {}
             }
         }
     }
@@ -230,6 +233,9 @@ impl<N: Association, C: Connector> Driver<N, C> {
         }
         if !self.cancel_seen && self.cancelled.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Io::Cancelled);
+        }
+        if self.closing.is_some() && self.queues_empty() {
+            return Poll::Ready(Io::Flushed);
         }
         if self.closing.is_none() {
             let room_to_backend = self
@@ -254,6 +260,10 @@ impl<N: Association, C: Connector> Driver<N, C> {
             return Poll::Ready(Io::Timer);
         }
         Poll::Pending
+    }
+
+    fn queues_empty(&self) -> bool {
+        self.node.queue.is_empty() && self.backend.as_ref().is_none_or(|b| b.queue.is_empty())
     }
 
     fn arm_timer(&mut self) {
