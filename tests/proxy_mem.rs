@@ -1,446 +1,81 @@
-//! The association proxy end to end over the in-memory transport.
+//! The association proxy end to end over the in-memory transport (the same
+//! scenarios run over kernel SCTP in `proxy_sctp`, inside the rig).
 
+#[path = "support/proxy_cases.rs"]
+mod cases;
 #[path = "support/peers.rs"]
 mod peers;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU16, Ordering};
 
-use bytes::Bytes;
-use e2lb::balance::{Backend, Pool};
-use e2lb::e2ap::ids::procedure;
-use e2lb::e2ap::{Envelope, PduKind};
-use e2lb::proxy::{self, Metrics, ProxyConfig, Shared};
-use e2lb::session::BackendId;
 use e2lb::transport::mem::{MemAssoc, MemConnector, MemListener, MemNet};
-use e2lb::transport::{AssociationExt, Connector, Listener, Message, Options};
-use peers::*;
-use tokio_util::sync::CancellationToken;
+use e2lb::transport::Options;
 
-const PROXY: &str = "127.0.0.1:36421";
-
-struct Harness {
+#[derive(Clone)]
+struct Mem {
     net: MemNet,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    port: u16,
 }
 
-fn ric_addr(i: u8) -> SocketAddr {
-    SocketAddr::from(([127, 0, 1, i + 1], 36421))
-}
+static PORT: AtomicU16 = AtomicU16::new(36421);
 
-fn start(net: &MemNet, backends: u8, config: ProxyConfig) -> Harness {
-    let listener = net
-        .listen(PROXY.parse().unwrap(), Options::default())
-        .unwrap();
-    let metrics = Arc::new(Metrics::new().unwrap());
-    let pool = Pool::new(
-        (0..backends)
-            .map(|i| Backend {
-                id: BackendId(i.into()),
-                name: format!("ric-{i}"),
-                addr: ric_addr(i),
-            })
-            .collect(),
-    );
-    let shared = Arc::new(Shared {
-        config,
-        pool,
-        connector: net.connector("127.0.0.1:0".parse().unwrap(), Options::default()),
-        metrics: metrics.clone(),
-    });
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    let task = tokio::spawn(proxy::serve(listener, shared, async move {
-        s.cancelled().await
-    }));
-    Harness {
-        net: net.clone(),
-        metrics,
-        stop,
-        task,
+impl Mem {
+    fn new() -> Self {
+        Self::with(MemNet::new())
     }
-}
-
-impl Harness {
-    fn node_connector(&self, i: u8) -> MemConnector {
-        self.net
-            .connector(SocketAddr::from(([10, 0, 0, i], 0)), Options::default())
-    }
-    async fn node(&self, i: u8) -> MemAssoc {
-        self.node_connector(i)
-            .connect(PROXY.parse().unwrap())
-            .await
-            .unwrap()
-    }
-    async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
-
-fn ric(net: &MemNet, i: u8) -> MemListener {
-    net.listen(ric_addr(i), Options::default()).unwrap()
-}
-
-async fn recv(a: &mut MemAssoc) -> Message {
-    tokio::time::timeout(Duration::from_secs(5), a.recv())
-        .await
-        .expect("timely")
-        .expect("ok")
-        .expect("open")
-}
-
-fn proc_of(m: &Message) -> (PduKind, u8) {
-    let env = Envelope::parse(&m.payload).unwrap();
-    (env.kind(), env.procedure_code())
-}
-
-/// Node `gnb` connects and completes its E2 Setup through the proxy; returns (node leg, ric leg).
-async fn set_up(h: &Harness, rics: &mut [MemListener], gnb: u8) -> (MemAssoc, MemAssoc, usize) {
-    let mut node = h.node(gnb).await;
-    // FlexRIC style: PPID 0 on stream 0.
-    node.send(&Message::new(0, 0, setup_request(gnb.into())))
-        .await
-        .unwrap();
-    let (idx, mut ric_leg) = accept_any(rics).await;
-    let m = recv(&mut ric_leg).await;
-    assert_eq!(
-        m,
-        Message::new(0, 0, setup_request(gnb.into())),
-        "setup relayed verbatim"
-    );
-    ric_leg
-        .send(&Message::new(0, 0, setup_response()))
-        .await
-        .unwrap();
-    let r = recv(&mut node).await;
-    assert_eq!(r, Message::new(0, 0, setup_response()));
-    (node, ric_leg, idx)
-}
-
-async fn accept_any(rics: &mut [MemListener]) -> (usize, MemAssoc) {
-    let futs = rics
-        .iter_mut()
-        .enumerate()
-        .map(|(i, l)| Box::pin(async move { (i, l.accept().await.unwrap()) }));
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        futures_util::future::select_all(futs),
-    )
-    .await
-    .expect("a backend association")
-    .0
-}
-
-#[tokio::test]
-async fn relays_setup_subscription_and_10k_indications_in_order_with_stream_and_ppid() {
-    let net = MemNet::new();
-    let mut rics = vec![ric(&net, 0)];
-    let h = start(&net, 1, ProxyConfig::default());
-    let (mut node, mut ric_leg, _) = set_up(&h, &mut rics, 1).await;
-
-    // RIC → node on stream 1 with PPID 70 (e2term style).
-    ric_leg
-        .send(&Message::new(1, 70, sub_request(1)))
-        .await
-        .unwrap();
-    assert_eq!(recv(&mut node).await, Message::new(1, 70, sub_request(1)));
-    node.send(&Message::new(1, 70, sub_response(1)))
-        .await
-        .unwrap();
-    assert_eq!(
-        recv(&mut ric_leg).await,
-        Message::new(1, 70, sub_response(1))
-    );
-
-    // 10,000 indications on alternating streams and PPIDs: all arrive, in order, unchanged.
-    const N: u64 = 10_000;
-    let sender = tokio::spawn(async move {
-        for seq in 0..N {
-            let m = Message::new(
-                (seq % 2) as u16,
-                if seq % 3 == 0 { 0 } else { 70 },
-                indication(1, seq, 100),
-            );
-            node.send(&m).await.unwrap();
+    fn with(net: MemNet) -> Self {
+        Mem {
+            net,
+            port: PORT.fetch_add(1, Ordering::Relaxed),
         }
-        node
-    });
-    for seq in 0..N {
-        let m = recv(&mut ric_leg).await;
-        assert_eq!(m.stream, (seq % 2) as u16);
-        assert_eq!(m.ppid, if seq % 3 == 0 { 0 } else { 70 });
-        assert_eq!(m.payload, indication(1, seq, 100), "indication {seq}");
     }
-    let _node = sender.await.unwrap();
-    let text = h.metrics.render();
-    assert!(text.contains("e2lb_messages_forwarded_total{direction=\"node_to_ric\",procedure=\"RICindication\"} 10000"), "{text}");
-    assert!(text.contains("e2lb_associations{backend=\"ric-0\"} 1"));
-    h.stop().await;
 }
 
-#[tokio::test]
-async fn round_robin_places_nodes_evenly() {
-    let net = MemNet::new();
-    let mut rics: Vec<_> = (0..3).map(|i| ric(&net, i)).collect();
-    let h = start(&net, 3, ProxyConfig::default());
-    let mut counts = [0; 3];
-    let mut keep = Vec::new();
-    for gnb in 1..=6 {
-        let (n, r, idx) = set_up(&h, &mut rics, gnb).await;
-        counts[idx] += 1;
-        keep.push((n, r));
+impl cases::Net for Mem {
+    type L = MemListener;
+    type C = MemConnector;
+    type A = MemAssoc;
+    fn listen(&self, addr: SocketAddr) -> MemListener {
+        self.net.listen(addr, Options::default()).unwrap()
     }
-    assert_eq!(counts, [2, 2, 2]);
-    h.stop().await;
-}
-
-#[tokio::test]
-async fn first_message_not_setup_closes_only_that_association() {
-    let net = MemNet::new();
-    let mut rics = vec![ric(&net, 0)];
-    let h = start(&net, 1, ProxyConfig::default());
-    let (mut good, mut good_ric, _) = set_up(&h, &mut rics, 1).await;
-
-    let mut bad = h.node(2).await;
-    bad.send(&Message::new(0, 70, indication(1, 0, 10)))
-        .await
-        .unwrap();
-    let reply = recv(&mut bad).await;
-    assert_eq!(
-        proc_of(&reply),
-        (PduKind::Initiating, procedure::ERROR_INDICATION)
-    );
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(5), bad.recv())
-            .await
-            .unwrap()
-            .unwrap(),
-        None,
-        "closed"
-    );
-
-    // The other association keeps flowing.
-    good.send(&Message::new(0, 70, indication(1, 1, 10)))
-        .await
-        .unwrap();
-    assert_eq!(recv(&mut good_ric).await.payload, indication(1, 1, 10));
-    assert!(h
-        .metrics
-        .render()
-        .contains("e2lb_protocol_errors_total{kind=\"first_not_setup\",side=\"node\"} 1"));
-    h.stop().await;
-}
-
-#[tokio::test]
-async fn malformed_pdu_closes_only_its_association_and_its_backend_leg() {
-    let net = MemNet::new();
-    let mut rics = vec![ric(&net, 0)];
-    let h = start(&net, 1, ProxyConfig::default());
-    let (mut a, mut a_ric, _) = set_up(&h, &mut rics, 1).await;
-    let (mut b, mut b_ric, _) = set_up(&h, &mut rics, 2).await;
-
-    a.send(&Message::new(
-        0,
-        70,
-        Bytes::from_static(&[0x00, 0x05, 0x40, 0x7f, 0x00, 0x01]),
-    ))
-    .await
-    .unwrap();
-    let reply = recv(&mut a).await;
-    assert_eq!(
-        proc_of(&reply),
-        (PduKind::Initiating, procedure::ERROR_INDICATION)
-    );
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(5), a.recv())
-            .await
-            .unwrap()
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(5), a_ric.recv())
-            .await
-            .unwrap()
-            .unwrap(),
-        None,
-        "backend leg closed"
-    );
-
-    for seq in 0..100 {
-        b.send(&Message::new(0, 70, indication(1, seq, 50)))
-            .await
-            .unwrap();
+    fn connector(&self) -> MemConnector {
+        self.net
+            .connector(SocketAddr::from(([10, 0, 0, 1], 0)), Options::default())
     }
-    for seq in 0..100 {
-        assert_eq!(recv(&mut b_ric).await.payload, indication(1, seq, 50));
+    fn port(&self) -> u16 {
+        self.port
     }
-    let text = h.metrics.render();
-    assert!(
-        text.contains("e2lb_protocol_errors_total{kind=\"truncated\",side=\"node\"} 1"),
-        "{text}"
-    );
-    h.stop().await;
 }
 
-#[tokio::test]
-async fn node_close_closes_backend_and_backend_close_closes_node() {
-    let net = MemNet::new();
-    let mut rics = vec![ric(&net, 0)];
-    let h = start(&net, 1, ProxyConfig::default());
-    let (mut a, mut a_ric, _) = set_up(&h, &mut rics, 1).await;
-    a.shutdown().await.unwrap();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(5), a_ric.recv())
-            .await
-            .unwrap()
-            .unwrap(),
-        None
-    );
-
-    let (mut b, mut b_ric, _) = set_up(&h, &mut rics, 2).await;
-    b_ric.shutdown().await.unwrap();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(5), b.recv())
-            .await
-            .unwrap()
-            .unwrap(),
-        None
-    );
-    let text = h.metrics.render();
-    assert!(
-        text.contains("e2lb_association_closes_total{reason=\"node_closed\"} 1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("e2lb_association_closes_total{reason=\"backend_closed\"} 1"),
-        "{text}"
-    );
-    h.stop().await;
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $name() {
+            cases::$name(Mem::new()).await
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn unreachable_backend_is_skipped_and_no_backend_gives_setup_failure() {
-    let net = MemNet::new();
-    // Backend 0 is not listening; backend 1 is.
-    let mut rics = vec![ric(&net, 1)];
-    let h = start(&net, 2, ProxyConfig::default());
-    for gnb in 1..=2 {
-        let (_n, _r, _) = set_up(&h, &mut rics, gnb).await;
-    }
-    drop(rics);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    // Nobody listens now: the node gets E2 Setup Failure and keeps its association.
-    let mut n = h.node(9).await;
-    n.send(&Message::new(0, 70, setup_request(9)))
-        .await
-        .unwrap();
-    let r = recv(&mut n).await;
-    assert_eq!(proc_of(&r), (PduKind::Unsuccessful, procedure::E2_SETUP));
-    // A backend appears; the node's retry on the same association succeeds.
-    let mut rics = vec![ric(&net, 0)];
-    n.send(&Message::new(0, 70, setup_request(9)))
-        .await
-        .unwrap();
-    let (_, mut leg) = accept_any(&mut rics).await;
-    assert_eq!(recv(&mut leg).await.payload, setup_request(9));
-    leg.send(&Message::new(0, 70, setup_response()))
-        .await
-        .unwrap();
-    assert_eq!(
-        proc_of(&recv(&mut n).await),
-        (PduKind::Successful, procedure::E2_SETUP)
-    );
-    h.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn silent_backend_times_out_and_setup_moves_to_another() {
-    let net = MemNet::new();
-    let mut rics = vec![ric(&net, 0), ric(&net, 1)];
-    let mut cfg = ProxyConfig::default();
-    cfg.session.setup_timeout = Duration::from_millis(300);
-    let h = start(&net, 2, cfg);
-    let mut node = h.node(1).await;
-    node.send(&Message::new(0, 0, setup_request(1)))
-        .await
-        .unwrap();
-    let (first, mut silent) = accept_any(&mut rics).await;
-    assert_eq!(recv(&mut silent).await.payload, setup_request(1));
-    // No answer: after the set-up time-out the proxy drops it and tries the other.
-    let (second, mut other) = accept_any(&mut rics).await;
-    assert_ne!(first, second);
-    assert_eq!(recv(&mut other).await.payload, setup_request(1));
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(5), silent.recv())
-            .await
-            .unwrap()
-            .unwrap(),
-        None
-    );
-    other
-        .send(&Message::new(0, 0, setup_response()))
-        .await
-        .unwrap();
-    assert_eq!(recv(&mut node).await.payload, setup_response());
-    h.stop().await;
-}
+scenarios!(
+    relays_setup_subscription_and_10k_indications_in_order_with_stream_and_ppid,
+    round_robin_places_nodes_evenly,
+    first_message_not_setup_closes_only_that_association,
+    malformed_pdu_closes_only_its_association_and_its_backend_leg,
+    node_close_closes_backend_and_backend_close_closes_node,
+    unreachable_backend_is_skipped_and_no_backend_gives_setup_failure,
+    silent_backend_times_out_and_setup_moves_to_another,
+    shutdown_drains_and_closes_every_association,
+);
 
 #[tokio::test]
 async fn slow_backend_pushes_back_on_the_node_without_loss() {
-    // Tiny queues everywhere: 4 messages per direction in the proxy, 8 per in-memory link.
-    let net = MemNet::with_queue(8);
-    let mut rics = vec![ric(&net, 0)];
-    let cfg = ProxyConfig {
-        queue: 4,
-        ..ProxyConfig::default()
-    };
-    let h = start(&net, 1, cfg);
-    let (mut node, mut ric_leg, _) = set_up(&h, &mut rics, 1).await;
-    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let s2 = sent.clone();
-    let sender = tokio::spawn(async move {
-        for seq in 0..1000u64 {
-            node.send(&Message::new(0, 70, indication(1, seq, 10)))
-                .await
-                .unwrap();
-            s2.store(seq + 1, std::sync::atomic::Ordering::SeqCst);
-        }
-        node
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // The RIC reads nothing: the node is held back at 8 (its link) + 4 (proxy queue) + 8 (RIC link) + 1 in hand.
-    let stalled = sent.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(
-        stalled <= 8 + 4 + 8 + 2,
-        "node was not held back: {stalled} sent"
-    );
-    for seq in 0..1000u64 {
-        assert_eq!(recv(&mut ric_leg).await.payload, indication(1, seq, 10));
-    }
-    let _ = sender.await.unwrap();
-    h.stop().await;
-}
-
-#[tokio::test]
-async fn shutdown_drains_and_closes_every_association() {
-    let net = MemNet::new();
-    let mut rics = vec![ric(&net, 0)];
-    let h = start(&net, 1, ProxyConfig::default());
-    let (mut n, mut r, _) = set_up(&h, &mut rics, 1).await;
-    n.send(&Message::new(0, 70, indication(1, 0, 10)))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    h.stop().await;
-    assert_eq!(recv(&mut r).await.payload, indication(1, 0, 10));
-    assert_eq!(r.recv().await.unwrap(), None);
-    assert_eq!(n.recv().await.unwrap(), None);
+    // 8 messages per in-memory link: node link 8 + proxy queue 4 + RIC link 8 + 1 in hand.
+    cases::slow_backend_pushes_back_on_the_node_without_loss(
+        Mem::with(MemNet::with_queue(8)),
+        1000,
+        10,
+        8 + 4 + 8 + 2,
+    )
+    .await
 }

@@ -1,0 +1,468 @@
+//! Proxy scenarios shared by the in-memory and the kernel-SCTP test targets.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use e2lb::balance::{Backend, Pool};
+use e2lb::e2ap::ids::procedure;
+use e2lb::e2ap::{Envelope, PduKind};
+use e2lb::proxy::{self, Metrics, ProxyConfig, Shared};
+use e2lb::session::BackendId;
+use e2lb::transport::{Association, AssociationExt, Connector, Listener, Message};
+use tokio_util::sync::CancellationToken;
+
+use super::peers::*;
+
+/// A network the scenarios run on: in-memory or kernel SCTP on loopback.
+pub trait Net: Clone + Send + Sync + 'static {
+    type L: Listener<Assoc = Self::A>;
+    type C: Connector<Assoc = Self::A>;
+    type A: Association;
+    fn listen(&self, addr: SocketAddr) -> Self::L;
+    fn connector(&self) -> Self::C;
+    /// Base port of this scenario (scenarios running at once use different ones).
+    fn port(&self) -> u16;
+    fn proxy_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port()))
+    }
+    fn ric_addr(&self, i: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 1, i + 1], self.port()))
+    }
+}
+
+pub struct Harness<N: Net> {
+    net: N,
+    pub metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub fn start<N: Net>(net: &N, backends: u8, config: ProxyConfig) -> Harness<N> {
+    let listener = net.listen(net.proxy_addr());
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let pool = Pool::new(
+        (0..backends)
+            .map(|i| Backend {
+                id: BackendId(i.into()),
+                name: format!("ric-{i}"),
+                addr: net.ric_addr(i),
+            })
+            .collect(),
+    );
+    let shared = Arc::new(Shared {
+        config,
+        pool,
+        connector: net.connector(),
+        metrics: metrics.clone(),
+    });
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let task = tokio::spawn(proxy::serve(listener, shared, async move {
+        s.cancelled().await
+    }));
+    Harness {
+        net: net.clone(),
+        metrics,
+        stop,
+        task,
+    }
+}
+
+impl<N: Net> Harness<N> {
+    pub async fn node(&self) -> N::A {
+        self.net
+            .connector()
+            .connect(self.net.proxy_addr())
+            .await
+            .unwrap()
+    }
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn ric<N: Net>(net: &N, i: u8) -> N::L {
+    net.listen(net.ric_addr(i))
+}
+
+async fn recv<A: Association>(a: &mut A) -> Message {
+    tokio::time::timeout(Duration::from_secs(10), a.recv())
+        .await
+        .expect("timely")
+        .expect("ok")
+        .expect("open")
+}
+
+async fn closed<A: Association>(a: &mut A) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), a.recv()).await,
+        Ok(Ok(None)) | Ok(Err(_))
+    )
+}
+
+fn proc_of(m: &Message) -> (PduKind, u8) {
+    let env = Envelope::parse(&m.payload).unwrap();
+    (env.kind(), env.procedure_code())
+}
+
+/// Node `gnb` connects and completes its E2 Setup through the proxy; returns (node leg, ric leg, ric index).
+async fn set_up<N: Net>(h: &Harness<N>, rics: &mut [N::L], gnb: u8) -> (N::A, N::A, usize) {
+    let mut node = h.node().await;
+    // FlexRIC style: PPID 0 on stream 0.
+    node.send(&Message::new(0, 0, setup_request(gnb.into())))
+        .await
+        .unwrap();
+    let (idx, mut ric_leg) = accept_any::<N>(rics).await;
+    let m = recv(&mut ric_leg).await;
+    assert_eq!(
+        m,
+        Message::new(0, 0, setup_request(gnb.into())),
+        "setup relayed verbatim"
+    );
+    ric_leg
+        .send(&Message::new(0, 0, setup_response()))
+        .await
+        .unwrap();
+    let r = recv(&mut node).await;
+    assert_eq!(r, Message::new(0, 0, setup_response()));
+    (node, ric_leg, idx)
+}
+
+async fn accept_any<N: Net>(rics: &mut [N::L]) -> (usize, N::A) {
+    let futs = rics
+        .iter_mut()
+        .enumerate()
+        .map(|(i, l)| Box::pin(async move { (i, l.accept().await.unwrap()) }));
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::future::select_all(futs),
+    )
+    .await
+    .expect("a backend association")
+    .0
+}
+
+pub async fn relays_setup_subscription_and_10k_indications_in_order_with_stream_and_ppid<N: Net>(
+    net: N,
+) {
+    let mut rics = vec![ric(&net, 0)];
+    let h = start(&net, 1, ProxyConfig::default());
+    let (mut node, mut ric_leg, _) = set_up(&h, &mut rics, 1).await;
+
+    // RIC → node on stream 1 with PPID 70 (e2term style).
+    ric_leg
+        .send(&Message::new(1, 70, sub_request(1)))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut node).await, Message::new(1, 70, sub_request(1)));
+    node.send(&Message::new(1, 70, sub_response(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        recv(&mut ric_leg).await,
+        Message::new(1, 70, sub_response(1))
+    );
+
+    // 10,000 indications on alternating streams and PPIDs: all arrive unchanged,
+    // in order within each stream (SCTP orders per stream, not across streams).
+    const N: u64 = 10_000;
+    let sender = tokio::spawn(async move {
+        for seq in 0..N {
+            let m = Message::new(
+                (seq % 2) as u16,
+                if seq % 3 == 0 { 0 } else { 70 },
+                indication(1, seq, 100),
+            );
+            node.send(&m).await.unwrap();
+        }
+        node
+    });
+    let mut next = [0u64, 1];
+    for _ in 0..N {
+        let m = recv(&mut ric_leg).await;
+        let seq = next[usize::from(m.stream)];
+        assert_eq!(m.ppid, if seq % 3 == 0 { 0 } else { 70 }, "ppid of {seq}");
+        assert_eq!(
+            m.payload,
+            indication(1, seq, 100),
+            "indication {seq} on stream {}",
+            m.stream
+        );
+        next[usize::from(m.stream)] += 2;
+    }
+    assert_eq!(next, [N, N + 1]);
+    let _node = sender.await.unwrap();
+    let text = h.metrics.render();
+    assert!(text.contains("e2lb_messages_forwarded_total{direction=\"node_to_ric\",procedure=\"RICindication\"} 10000"), "{text}");
+    assert!(text.contains("e2lb_associations{backend=\"ric-0\"} 1"));
+    h.stop().await;
+}
+
+pub async fn round_robin_places_nodes_evenly<N: Net>(net: N) {
+    let mut rics: Vec<_> = (0..3).map(|i| ric(&net, i)).collect();
+    let h = start(&net, 3, ProxyConfig::default());
+    let mut counts = [0; 3];
+    let mut keep = Vec::new();
+    for gnb in 1..=6 {
+        let (n, r, idx) = set_up(&h, &mut rics, gnb).await;
+        counts[idx] += 1;
+        keep.push((n, r));
+    }
+    assert_eq!(counts, [2, 2, 2]);
+    h.stop().await;
+}
+
+pub async fn first_message_not_setup_closes_only_that_association<N: Net>(net: N) {
+    let mut rics = vec![ric(&net, 0)];
+    let h = start(&net, 1, ProxyConfig::default());
+    let (mut good, mut good_ric, _) = set_up(&h, &mut rics, 1).await;
+
+    let mut bad = h.node().await;
+    bad.send(&Message::new(0, 70, indication(1, 0, 10)))
+        .await
+        .unwrap();
+    let reply = recv(&mut bad).await;
+    assert_eq!(
+        proc_of(&reply),
+        (PduKind::Initiating, procedure::ERROR_INDICATION)
+    );
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), bad.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        None,
+        "closed"
+    );
+
+    // The other association keeps flowing.
+    good.send(&Message::new(0, 70, indication(1, 1, 10)))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut good_ric).await.payload, indication(1, 1, 10));
+    assert!(h
+        .metrics
+        .render()
+        .contains("e2lb_protocol_errors_total{kind=\"first_not_setup\",side=\"node\"} 1"));
+    h.stop().await;
+}
+
+pub async fn malformed_pdu_closes_only_its_association_and_its_backend_leg<N: Net>(net: N) {
+    let mut rics = vec![ric(&net, 0)];
+    let h = start(&net, 1, ProxyConfig::default());
+    let (mut a, mut a_ric, _) = set_up(&h, &mut rics, 1).await;
+    let (mut b, mut b_ric, _) = set_up(&h, &mut rics, 2).await;
+
+    a.send(&Message::new(
+        0,
+        70,
+        Bytes::from_static(&[0x00, 0x05, 0x40, 0x7f, 0x00, 0x01]),
+    ))
+    .await
+    .unwrap();
+    let reply = recv(&mut a).await;
+    assert_eq!(
+        proc_of(&reply),
+        (PduKind::Initiating, procedure::ERROR_INDICATION)
+    );
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), a.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), a_ric.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        None,
+        "backend leg closed"
+    );
+
+    for seq in 0..100 {
+        b.send(&Message::new(0, 70, indication(1, seq, 50)))
+            .await
+            .unwrap();
+    }
+    for seq in 0..100 {
+        assert_eq!(recv(&mut b_ric).await.payload, indication(1, seq, 50));
+    }
+    let text = h.metrics.render();
+    assert!(
+        text.contains("e2lb_protocol_errors_total{kind=\"truncated\",side=\"node\"} 1"),
+        "{text}"
+    );
+    h.stop().await;
+}
+
+pub async fn node_close_closes_backend_and_backend_close_closes_node<N: Net>(net: N) {
+    let mut rics = vec![ric(&net, 0)];
+    let h = start(&net, 1, ProxyConfig::default());
+    let (mut a, mut a_ric, _) = set_up(&h, &mut rics, 1).await;
+    a.shutdown().await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), a_ric.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        None
+    );
+
+    let (mut b, mut b_ric, _) = set_up(&h, &mut rics, 2).await;
+    b_ric.shutdown().await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), b.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        None
+    );
+    let text = h.metrics.render();
+    assert!(
+        text.contains("e2lb_association_closes_total{reason=\"node_closed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("e2lb_association_closes_total{reason=\"backend_closed\"} 1"),
+        "{text}"
+    );
+    h.stop().await;
+}
+
+pub async fn unreachable_backend_is_skipped_and_no_backend_gives_setup_failure<N: Net>(net: N) {
+    // Backend 0 is not listening; backend 1 is.
+    let mut rics = vec![ric(&net, 1)];
+    let h = start(&net, 2, ProxyConfig::default());
+    for gnb in 1..=2 {
+        let (_n, _r, _) = set_up(&h, &mut rics, gnb).await;
+    }
+    drop(rics);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Nobody listens now: the node gets E2 Setup Failure and keeps its association.
+    let mut n = h.node().await;
+    n.send(&Message::new(0, 70, setup_request(9)))
+        .await
+        .unwrap();
+    let r = recv(&mut n).await;
+    assert_eq!(proc_of(&r), (PduKind::Unsuccessful, procedure::E2_SETUP));
+    // A backend appears; the node's retry on the same association succeeds.
+    let mut rics = vec![ric(&net, 0)];
+    n.send(&Message::new(0, 70, setup_request(9)))
+        .await
+        .unwrap();
+    let (_, mut leg) = accept_any::<N>(&mut rics).await;
+    assert_eq!(recv(&mut leg).await.payload, setup_request(9));
+    leg.send(&Message::new(0, 70, setup_response()))
+        .await
+        .unwrap();
+    assert_eq!(
+        proc_of(&recv(&mut n).await),
+        (PduKind::Successful, procedure::E2_SETUP)
+    );
+    h.stop().await;
+}
+
+pub async fn silent_backend_times_out_and_setup_moves_to_another<N: Net>(net: N) {
+    let mut rics = vec![ric(&net, 0), ric(&net, 1)];
+    let mut cfg = ProxyConfig::default();
+    cfg.session.setup_timeout = Duration::from_millis(300);
+    let h = start(&net, 2, cfg);
+    let mut node = h.node().await;
+    node.send(&Message::new(0, 0, setup_request(1)))
+        .await
+        .unwrap();
+    let (first, mut silent) = accept_any::<N>(&mut rics).await;
+    assert_eq!(recv(&mut silent).await.payload, setup_request(1));
+    // No answer: after the set-up time-out the proxy drops it and tries the other.
+    let (second, mut other) = accept_any::<N>(&mut rics).await;
+    assert_ne!(first, second);
+    assert_eq!(recv(&mut other).await.payload, setup_request(1));
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), silent.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+        None
+    );
+    other
+        .send(&Message::new(0, 0, setup_response()))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut node).await.payload, setup_response());
+    h.stop().await;
+}
+
+/// A RIC that stops reading holds the node back (at most `bound` messages get
+/// out of the node while nothing is read), then everything arrives in order.
+pub async fn slow_backend_pushes_back_on_the_node_without_loss<N: Net>(
+    net: N,
+    total: u64,
+    payload: usize,
+    bound: u64,
+) {
+    // 4 messages per direction in the proxy; the transports' own buffers come on top.
+    let mut rics = vec![ric(&net, 0)];
+    let cfg = ProxyConfig {
+        queue: 4,
+        ..ProxyConfig::default()
+    };
+    let h = start(&net, 1, cfg);
+    let (mut node, mut ric_leg, _) = set_up(&h, &mut rics, 1).await;
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let s2 = sent.clone();
+    let sender = tokio::spawn(async move {
+        for seq in 0..total {
+            node.send(&Message::new(0, 70, indication(1, seq, payload)))
+                .await
+                .unwrap();
+            s2.store(seq + 1, std::sync::atomic::Ordering::SeqCst);
+        }
+        node
+    });
+    // Let the node send until it is blocked (the count stops moving).
+    let mut last = u64::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = sent.load(std::sync::atomic::Ordering::SeqCst);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    assert!(
+        last <= bound && last < total,
+        "node was not held back: {last} of {total} sent"
+    );
+    for seq in 0..total {
+        assert_eq!(
+            recv(&mut ric_leg).await.payload,
+            indication(1, seq, payload),
+            "message {seq}"
+        );
+    }
+    let _ = sender.await.unwrap();
+    h.stop().await;
+}
+
+pub async fn shutdown_drains_and_closes_every_association<N: Net>(net: N) {
+    let mut rics = vec![ric(&net, 0)];
+    let h = start(&net, 1, ProxyConfig::default());
+    let (mut n, mut r, _) = set_up(&h, &mut rics, 1).await;
+    n.send(&Message::new(0, 70, indication(1, 0, 10)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    h.stop().await;
+    assert_eq!(recv(&mut r).await.payload, indication(1, 0, 10));
+    assert!(closed(&mut r).await);
+    assert!(closed(&mut n).await);
+}
