@@ -429,8 +429,11 @@ fn transaction_id(t: u8) -> g::TransactionID {
     g::TransactionID(t)
 }
 
+/// A PrintableString of 3..=`max` characters. The ASN.1 allows 1, but
+/// asn1-codecs 0.7.2 does not octet-align variable-size strings of 16 bits or
+/// less (X.691 §30.5.7), so 1- and 2-character values would be mis-encoded.
 fn printable(field: &'static str, s: &str, max: usize) -> Result<String, BuildError> {
-    list_size(field, s.len(), 1, max)?;
+    list_size(field, s.len(), 3, max)?;
     // PrintableString alphabet (X.680 §41.4)
     if let Some(c) = s
         .bytes()
