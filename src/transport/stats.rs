@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 #[derive(Default)]
 pub struct TransportStats {
     stream_fallbacks: AtomicU64,
+    send_failures: AtomicU64,
 }
 
 pub static STATS: TransportStats = TransportStats {
     stream_fallbacks: AtomicU64::new(0),
+    send_failures: AtomicU64::new(0),
 };
 
 impl TransportStats {
@@ -19,5 +21,12 @@ impl TransportStats {
     }
     pub fn stream_fallbacks(&self) -> u64 {
         self.stream_fallbacks.load(Relaxed)
+    }
+    /// The kernel reported a message it could not deliver (SCTP SEND_FAILED).
+    pub fn send_failed(&self) {
+        self.send_failures.fetch_add(1, Relaxed);
+    }
+    pub fn send_failures(&self) -> u64 {
+        self.send_failures.load(Relaxed)
     }
 }
