@@ -1,0 +1,268 @@
+//! Data-path throughput through the proxy on the in-memory transport, against a
+//! direct node→RIC connection measured in the same run, and heap allocations
+//! per forwarded message (counted by a wrapping global allocator).
+//!
+//! Each iteration batch sends `iters` RIC Indications (100-byte message) from a
+//! node leg and waits until the RIC leg has received all of them.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use e2lb::balance::{Backend, Pool};
+use e2lb::e2ap::build::{
+    ComponentId, E2SetupRequest, E2SetupResponse, GlobalRicId, GnbId, Indication, IndicationType,
+    NodeComponent, RanFunction,
+};
+use e2lb::e2ap::RicRequestId;
+use e2lb::proxy::{self, Metrics, ProxyConfig, Shared};
+use e2lb::session::BackendId;
+use e2lb::transport::mem::{MemAssoc, MemNet};
+use e2lb::transport::{AssociationExt, Connector, Listener, Message, Options};
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn indication() -> Bytes {
+    Indication {
+        request: RicRequestId {
+            requestor: 1,
+            instance: 1,
+        },
+        ran_function: 2,
+        action_id: 1,
+        sn: Some(1),
+        kind: IndicationType::Report,
+        header: &[0; 16],
+        message: &[7; 100],
+    }
+    .build()
+    .expect("indication")
+}
+
+/// A node leg and a RIC leg, either straight or through the proxy.
+struct Path {
+    node: MemAssoc,
+    ric: MemAssoc,
+}
+
+async fn direct(net: &MemNet) -> Path {
+    let mut l = net
+        .listen("127.0.1.1:1".parse().unwrap(), Options::default())
+        .unwrap();
+    let node = net
+        .connector("10.0.0.1:0".parse().unwrap(), Options::default())
+        .connect(l.local_addr())
+        .await
+        .unwrap();
+    let ric = l.accept().await.unwrap();
+    Path { node, ric }
+}
+
+async fn proxied(net: &MemNet) -> Path {
+    let ric_addr: SocketAddr = "127.0.1.2:36421".parse().unwrap();
+    let mut ric_l = net.listen(ric_addr, Options::default()).unwrap();
+    let proxy_l = net
+        .listen("127.0.0.1:36421".parse().unwrap(), Options::default())
+        .unwrap();
+    let shared = Arc::new(Shared {
+        config: ProxyConfig::default(),
+        pool: Pool::new(vec![Backend {
+            id: BackendId(0),
+            name: "ric-0".into(),
+            addr: ric_addr,
+        }]),
+        connector: net.connector("127.0.0.1:0".parse().unwrap(), Options::default()),
+        metrics: Arc::new(Metrics::new().unwrap()),
+    });
+    tokio::spawn(proxy::serve(proxy_l, shared, std::future::pending()));
+    let mut node = net
+        .connector("10.0.0.2:0".parse().unwrap(), Options::default())
+        .connect(proxy_l_addr())
+        .await
+        .unwrap();
+    let components = [NodeComponent {
+        id: ComponentId::Ng { amf_name: "amf" },
+        request_part: b"a",
+        response_part: b"b",
+    }];
+    let setup = E2SetupRequest {
+        transaction_id: 1,
+        node: GnbId {
+            plmn: [0, 0xf1, 0x10],
+            gnb_id: 1,
+            gnb_id_bits: 28,
+        },
+        ran_functions: &[RanFunction {
+            id: 2,
+            definition: b"kpm",
+            revision: 1,
+            oid: "1.3.6.1.4.1.53148.1.2.2.2",
+        }],
+        components: &components,
+    }
+    .build()
+    .unwrap();
+    node.send(&Message::new(0, 70, setup)).await.unwrap();
+    let mut ric = ric_l.accept().await.unwrap();
+    ric.recv().await.unwrap().unwrap();
+    let resp = E2SetupResponse {
+        transaction_id: 1,
+        ric: GlobalRicId {
+            plmn: [0, 0xf1, 0x10],
+            ric_id: 1,
+        },
+        accepted: &[(2, 1)],
+        rejected: &[],
+        components: &[ComponentId::Ng { amf_name: "amf" }],
+    }
+    .build()
+    .unwrap();
+    ric.send(&Message::new(0, 70, resp)).await.unwrap();
+    node.recv().await.unwrap().unwrap();
+    Path { node, ric }
+}
+
+fn proxy_l_addr() -> SocketAddr {
+    "127.0.0.1:36421".parse().unwrap()
+}
+
+/// Send `n` indications and wait until all arrived; returns the elapsed time.
+async fn pump(path: &mut Path, msg: &Message, n: u64) -> Duration {
+    let start = Instant::now();
+    let Path { node, ric } = path;
+    let send = async {
+        for _ in 0..n {
+            node.send(msg).await.unwrap();
+        }
+    };
+    let recv = async {
+        for _ in 0..n {
+            ric.recv().await.unwrap().unwrap();
+        }
+    };
+    tokio::join!(send, recv);
+    start.elapsed()
+}
+
+/// The sans-IO share of the cost: one indication through an established session.
+fn session_only(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    use e2lb::session::{Session, SessionConfig};
+    // Establish a session by replaying a proxied setup through it.
+    let net = MemNet::new();
+    let _ = rt;
+    let mut s = Session::new(SessionConfig::default());
+    let t0 = Instant::now();
+    let components = [NodeComponent {
+        id: ComponentId::Ng { amf_name: "amf" },
+        request_part: b"a",
+        response_part: b"b",
+    }];
+    let setup = E2SetupRequest {
+        transaction_id: 1,
+        node: GnbId {
+            plmn: [0, 0xf1, 0x10],
+            gnb_id: 1,
+            gnb_id_bits: 28,
+        },
+        ran_functions: &[RanFunction {
+            id: 2,
+            definition: b"kpm",
+            revision: 1,
+            oid: "1.3.6.1.4.1.53148.1.2.2.2",
+        }],
+        components: &components,
+    }
+    .build()
+    .unwrap();
+    s.handle_node(t0, Message::new(0, 70, setup));
+    s.backend_attached(t0, BackendId(0));
+    let resp = E2SetupResponse {
+        transaction_id: 1,
+        ric: GlobalRicId {
+            plmn: [0, 0xf1, 0x10],
+            ric_id: 1,
+        },
+        accepted: &[(2, 1)],
+        rejected: &[],
+        components: &[ComponentId::Ng { amf_name: "amf" }],
+    }
+    .build()
+    .unwrap();
+    s.handle_backend(t0, Message::new(0, 70, resp));
+    while s.poll_transmit().is_some() {}
+    while s.poll_event().is_some() {}
+    drop(net);
+    let msg = Message::new(0, 70, indication());
+    let mut g = c.benchmark_group("session");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("indication_node_to_ric", |b| {
+        b.iter(|| {
+            s.handle_node(t0, msg.clone());
+            s.poll_transmit()
+        })
+    });
+    g.finish();
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let msg = Message::new(0, 70, indication());
+    let net = MemNet::new();
+    let mut direct_path = rt.block_on(direct(&net));
+    let mut proxy_path = rt.block_on(proxied(&net));
+
+    session_only(c, &rt);
+
+    let mut g = c.benchmark_group("forward_indication_100B");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("direct", |b| {
+        b.iter_custom(|n| rt.block_on(pump(&mut direct_path, &msg, n)))
+    });
+    g.bench_function("proxy", |b| {
+        b.iter_custom(|n| rt.block_on(pump(&mut proxy_path, &msg, n)))
+    });
+    g.finish();
+
+    // Allocations per forwarded message in steady state (after the warm-up above).
+    let n = 100_000;
+    for (name, path) in [("direct", &mut direct_path), ("proxy", &mut proxy_path)] {
+        let before = ALLOCS.load(Ordering::Relaxed);
+        rt.block_on(pump(path, &msg, n));
+        let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+        println!(
+            "allocations per forwarded message ({name}): {:.4}",
+            allocs as f64 / n as f64
+        );
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
