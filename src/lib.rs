@@ -14,3 +14,4 @@ pub mod e2ap;
 pub mod proxy;
 pub mod session;
 pub mod transport;
+pub mod admin;

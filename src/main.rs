@@ -9,6 +9,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use e2lb::admin::{self, AdminState};
 use e2lb::balance::Pool;
 use e2lb::config::Config;
 use e2lb::e2ap::inspect;
@@ -114,6 +117,22 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             metrics,
         });
         let stop = tokio_util::sync::CancellationToken::new();
+        let admin_state = Arc::new(AdminState {
+            metrics: shared.metrics.clone(),
+            ready: AtomicBool::new(false),
+        });
+        let admin_listener = admin::bind(cfg.admin.listen).await.with_context(|| {
+            format!(
+                "binding the admin address {} ([admin] listen)",
+                cfg.admin.listen
+            )
+        })?;
+        let admin_stop = stop.clone();
+        let admin_task = tokio::spawn(admin::serve(
+            admin_listener,
+            admin_state.clone(),
+            async move { admin_stop.cancelled().await },
+        ));
         let mut servers = Vec::new();
         for addr in &cfg.proxy.listen {
             let listener = SctpListener::bind(&[*addr], &cfg.transport())
@@ -125,12 +144,14 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 async move { stop.cancelled().await },
             )));
         }
+        admin_state.ready.store(true, Ordering::Relaxed);
         shutdown_signal().await;
         tracing::info!("signal received: draining");
         stop.cancel();
         for s in servers {
             let _ = s.await;
         }
+        let _ = admin_task.await;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

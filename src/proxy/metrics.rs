@@ -251,6 +251,25 @@ impl Metrics {
         let enc = prometheus::TextEncoder::new();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = enc.encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        // Process-wide transport counters (kept as atomics in the transport layer).
+        let t = &crate::transport::stats::STATS;
+        for (name, help, v) in [
+            (
+                "e2lb_stream_fallbacks_total",
+                "Messages sent on a lower SCTP stream because the peer negotiated fewer",
+                t.stream_fallbacks(),
+            ),
+            (
+                "e2lb_sctp_send_failed_total",
+                "SCTP SEND_FAILED notifications (messages the kernel could not deliver)",
+                t.send_failures(),
+            ),
+        ] {
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        }
+        text
     }
 }
