@@ -15,5 +15,4 @@ pub mod proxy;
 pub mod session;
 pub mod transport;
 pub mod admin;
-pub mod demo;
 pub mod sim;
