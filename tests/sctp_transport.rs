@@ -102,6 +102,95 @@ async fn stream_and_ppid_are_preserved_both_ways() {
     .await
 }
 
+/// Chunks (type, whole chunk) of an SCTP packet seen at the network layer.
+fn sctp_chunks(ip: &[u8]) -> Vec<(u8, &[u8])> {
+    let sctp = match ip.first().map(|b| b >> 4) {
+        Some(4) if ip.get(9) == Some(&132) => ip.get(usize::from(ip[0] & 0xf) * 4..),
+        Some(6) if ip.get(6) == Some(&132) => ip.get(40..),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let mut rest = sctp.and_then(|s| s.get(12..)).unwrap_or_default();
+    while let (Some(&ty), Some(len)) = (rest.first(), rest.get(2..4)) {
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        let Some(chunk) = rest.get(..len).filter(|_| len >= 4) else {
+            break;
+        };
+        out.push((ty, chunk));
+        rest = rest.get(len.next_multiple_of(4)..).unwrap_or_default();
+    }
+    out
+}
+
+/// Watch loopback with an AF_PACKET socket (root only: the rig) until a packet
+/// satisfies `want`, for at most 20 s. `None` when packet capture is not allowed.
+fn capture(
+    want: impl Fn(&[(u8, &[u8])]) -> bool + Send + 'static,
+) -> Option<std::thread::JoinHandle<bool>> {
+    let eth_p_all = i32::from((libc::ETH_P_ALL as u16).to_be());
+    let sock = match socket2::Socket::new(
+        socket2::Domain::PACKET,
+        socket2::Type::DGRAM,
+        Some(eth_p_all.into()),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("no packet capture ({e}): wire check skipped");
+            return None;
+        }
+    };
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    Some(std::thread::spawn(move || {
+        use std::io::Read;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            if let Ok(n) = (&sock).read(&mut buf) {
+                if want(&sctp_chunks(&buf[..n])) {
+                    return true;
+                }
+            }
+        }
+        false
+    }))
+}
+
+/// DATA chunk layout (RFC 9260 §3.3.1): type, flags, length, TSN, stream id,
+/// SSN, PPID, then the user data.
+fn data_chunk_has(chunk: &[u8], ppid: u32, payload: &[u8]) -> bool {
+    chunk.get(12..16) == Some(&ppid.to_be_bytes()[..]) && chunk.get(16..) == Some(payload)
+}
+
+#[tokio::test]
+async fn ppid_appears_unchanged_on_the_wire() {
+    if !rig::sctp_or_skip() {
+        return;
+    }
+    bounded(async {
+        let (mut a, mut b, _l) = pair().await;
+        let Some(seen) = capture(|chunks| {
+            chunks
+                .iter()
+                .any(|(ty, c)| *ty == 0 && data_chunk_has(c, 70, b"wire-ppid-70"))
+        }) else {
+            return;
+        };
+        a.send(&Message::new(1, 70, &b"wire-ppid-70"[..]))
+            .await
+            .unwrap();
+        assert_eq!(b.recv().await.unwrap().unwrap().ppid, 70);
+        let seen = tokio::task::spawn_blocking(move || seen.join().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            seen,
+            "no DATA chunk with PPID 70 (network order) on the wire"
+        );
+    })
+    .await
+}
+
 #[tokio::test]
 async fn many_small_messages_keep_their_boundaries() {
     if !rig::sctp_or_skip() {
@@ -457,6 +546,13 @@ async fn data_bundled_with_cookie_echo_is_received() {
             Some(socket2::Protocol::from(132)),
         )
         .unwrap();
+        // Check on the wire that the DATA chunk really rode with the COOKIE ECHO.
+        let bundled = capture(|chunks| {
+            chunks.iter().any(|(ty, _)| *ty == 10)
+                && chunks
+                    .iter()
+                    .any(|(ty, c)| *ty == 0 && data_chunk_has(c, 0, b"early bird"))
+        });
         raw.send_to(b"early bird", &l.local_addr().into()).unwrap();
         let mut b = l.accept().await.unwrap();
         assert_eq!(
@@ -473,6 +569,12 @@ async fn data_bundled_with_cookie_echo_is_received() {
         .await
         .unwrap();
         assert_eq!(raw, b"welcome");
+        if let Some(bundled) = bundled {
+            let bundled = tokio::task::spawn_blocking(move || bundled.join().unwrap())
+                .await
+                .unwrap();
+            assert!(bundled, "no packet with COOKIE ECHO + DATA seen");
+        }
     })
     .await
 }
