@@ -15,4 +15,5 @@ pub mod proxy;
 pub mod session;
 pub mod transport;
 pub mod admin;
+pub mod demo;
 pub mod sim;

@@ -12,10 +12,15 @@ use tracing_subscriber::EnvFilter;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use e2lb::admin::{self, AdminState};
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use e2lb::balance::Pool;
 use e2lb::config::Config;
+use e2lb::demo::{DemoOptions, DemoTransport};
 use e2lb::e2ap::inspect;
 use e2lb::proxy::{self, Metrics, Shared};
+use e2lb::sim::{RateProfile, TrafficClass};
 use e2lb::transport::sctp::{self, SctpConnector, SctpListener};
 
 #[derive(Parser)]
@@ -36,12 +41,104 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Live demo: RIC simulators, e2lb and simulated E2 nodes over kernel SCTP
+    /// (inside User-Mode Linux when this kernel has no SCTP).
+    Demo {
+        /// How long the nodes send indications.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Number of simulated E2 nodes.
+        #[arg(long, default_value_t = 30)]
+        nodes: u32,
+        /// Traffic class of every subscription: A, B, C, D (CORMO-RAN) or PERIOD:BYTES.
+        #[arg(long, default_value = "B")]
+        class: TrafficClass,
+        /// Transport: kernel SCTP, or the in-memory transport.
+        #[arg(long, value_enum, default_value = "sctp")]
+        transport: DemoTransport,
+        /// Do not serve the admin endpoints during the demo.
+        #[arg(long)]
+        no_admin: bool,
+        /// Write the summary as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Simulators (the load-test harness).
+    Sim {
+        #[command(subcommand)]
+        cmd: SimCmd,
+    },
     /// Check a configuration file and print it as understood.
     CheckConfig { config: PathBuf },
     /// E2AP tools.
     E2ap {
         #[command(subcommand)]
         cmd: E2apCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SimCmd {
+    /// N simulated E2 nodes that set up, answer subscriptions and controls, and send indications.
+    Node {
+        /// Where to connect (e2lb, or a RIC directly).
+        #[arg(long, default_value = "127.0.0.1:36421")]
+        target: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+        /// gNB-ID of the first node (the others count up).
+        #[arg(long, default_value_t = 1)]
+        first_node_id: u32,
+        /// RAN function ids every node offers.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        ran_functions: Vec<u16>,
+        /// Traffic class: A, B, C, D (CORMO-RAN presets) or PERIOD:BYTES.
+        #[arg(long, default_value = "B")]
+        class: TrafficClass,
+        /// Rate profile: constant, ramp:FROM:TO, diurnal:PERIOD:MIN:MAX.
+        #[arg(long, default_value = "constant")]
+        profile: RateProfile,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Time associations stay open after the last indication.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        drain: Duration,
+        /// PPID of node-initiated messages (70 = E2-CP; FlexRIC uses 0).
+        #[arg(long, default_value_t = 70)]
+        ppid: u32,
+        #[arg(long, default_value_t = 0)]
+        stream: u16,
+        /// Write the JSON report to this file (else to stdout).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// A RIC backend that sets nodes up, subscribes to their RAN functions and counts indications.
+    Ric {
+        #[arg(long, default_value = "127.0.1.1:36421")]
+        listen: SocketAddr,
+        /// Serve Prometheus /metrics here.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+        #[arg(long, default_value = "ric-0")]
+        name: String,
+        /// Time taken to answer each request.
+        #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
+        service_time: Duration,
+        /// CPU work spent per received indication.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        work_per_indication: Duration,
+        /// Send a RIC Control Request (ack requested) per node this often.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        control_period: Option<Duration>,
+        /// Do not subscribe to the nodes' RAN functions.
+        #[arg(long)]
+        no_subscribe: bool,
+        /// Stop after this long (else on SIGINT/SIGTERM).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Write the JSON report to this file (else to stdout).
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
 }
 
@@ -65,6 +162,24 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Run { config } => run_proxy(config),
         Cmd::CheckConfig { config } => check_config(config),
+        Cmd::Demo {
+            duration,
+            nodes,
+            class,
+            transport,
+            no_admin,
+            report,
+        } => demo(
+            DemoOptions {
+                duration,
+                nodes,
+                class,
+                transport,
+                admin: !no_admin,
+            },
+            report,
+        ),
+        Cmd::Sim { cmd } => sim(cmd),
         Cmd::E2ap {
             cmd: E2apCmd::Decode { file },
         } => decode(file),
@@ -170,6 +285,170 @@ async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+fn write_report(path: Option<PathBuf>, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    match path {
+        Some(p) => {
+            std::fs::write(&p, text + "\n").with_context(|| format!("writing {}", p.display()))?
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+fn demo(opts: DemoOptions, report: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    init_tracing("warn");
+    if opts.transport == DemoTransport::Sctp && !sctp::kernel_sctp_available() {
+        if std::env::var_os("E2LB_REQUIRE_SCTP").is_some() {
+            bail!("no kernel SCTP even inside the rig: is the sctp module loaded?");
+        }
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let code = e2lb::demo::reexec_in_rig(&args, opts.duration + Duration::from_secs(300))?;
+        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+    }
+    let summary = runtime()?.block_on(async {
+        let mut out = std::io::stdout();
+        e2lb::demo::run(opts, &mut out).await
+    })?;
+    if let Some(p) = report {
+        write_report(Some(p), &summary)?;
+    }
+    if summary.lost != 0 || summary.setups_ok < u64::from(summary.nodes) {
+        eprintln!(
+            "e2lb demo: FAILED (lost {}, nodes set up {}/{})",
+            summary.lost, summary.setups_ok, summary.nodes
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sim(cmd: SimCmd) -> anyhow::Result<ExitCode> {
+    init_tracing("warn");
+    if !sctp::kernel_sctp_available() {
+        bail!(
+            "{}",
+            e2lb::transport::Error::NoKernelSctp(std::io::Error::from_raw_os_error(
+                libc::EPROTONOSUPPORT
+            ))
+        );
+    }
+    let opts = e2lb::transport::Options::default();
+    runtime()?.block_on(async move {
+        match cmd {
+            SimCmd::Node {
+                target,
+                nodes,
+                first_node_id,
+                ran_functions,
+                class,
+                profile,
+                duration,
+                drain,
+                ppid,
+                stream,
+                report,
+            } => {
+                let cfg = e2lb::sim::NodeSimConfig {
+                    target,
+                    nodes,
+                    first_node_id,
+                    ran_functions,
+                    class,
+                    profile,
+                    duration,
+                    drain,
+                    ppid,
+                    stream,
+                    ..Default::default()
+                };
+                let live = e2lb::sim::NodeLive::new();
+                let progress = tokio::spawn(progress(live.clone(), |l| {
+                    e2lb::sim::node::progress_line(l)
+                }));
+                let stop = live.clone();
+                let mut run =
+                    tokio::spawn(e2lb::sim::run_nodes(SctpConnector::new(opts), cfg, live));
+                // The run ends by itself after duration + drain; a signal ends it early.
+                let r = tokio::select! {
+                    r = &mut run => r?,
+                    _ = shutdown_signal() => {
+                        stop.stop();
+                        run.await?
+                    }
+                };
+                progress.abort();
+                eprintln!();
+                write_report(report, &r)?;
+            }
+            SimCmd::Ric {
+                listen,
+                metrics,
+                name,
+                service_time,
+                work_per_indication,
+                control_period,
+                no_subscribe,
+                duration,
+                report,
+            } => {
+                let cfg = e2lb::sim::RicSimConfig {
+                    name,
+                    service_time,
+                    work_per_indication,
+                    control_period,
+                    subscribe: !no_subscribe,
+                    ..Default::default()
+                };
+                let live = e2lb::sim::RicLive::new();
+                let listener = SctpListener::bind(&[listen], &opts)
+                    .with_context(|| format!("listening on {listen}"))?;
+                let stop = tokio_util::sync::CancellationToken::new();
+                if let Some(addr) = metrics {
+                    let l = e2lb::sim::metrics::bind_metrics(addr)
+                        .await
+                        .with_context(|| format!("metrics on {addr}"))?;
+                    let s = stop.clone();
+                    tokio::spawn(e2lb::sim::metrics::serve_metrics_on(
+                        l,
+                        live.clone(),
+                        async move { s.cancelled().await },
+                    ));
+                }
+                let progress =
+                    tokio::spawn(progress(live.clone(), |l| e2lb::sim::ric::progress_line(l)));
+                let s = stop.clone();
+                let run = tokio::spawn(e2lb::sim::run_ric(listener, cfg, live, async move {
+                    s.cancelled().await
+                }));
+                match duration {
+                    Some(d) => tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = shutdown_signal() => {}
+                    },
+                    None => shutdown_signal().await,
+                }
+                stop.cancel();
+                let r = run.await?;
+                progress.abort();
+                eprintln!();
+                write_report(report, &r)?;
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A one-line progress display on stderr, redrawn every second.
+async fn progress<T>(live: Arc<T>, line: fn(&T) -> String) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        eprint!("\r{}", line(&live));
     }
 }
 

@@ -146,6 +146,8 @@ impl<N: Association, C: Connector> Driver<N, C> {
             }
             self.arm_timer();
             let io = poll_fn(|cx| self.poll_io(cx)).await;
+            // Sampled after the flush, before the new input is handled.
+            self.report_in_flight();
             let t = now();
             match io {
                 Io::Node(Ok(Some(m))) => {
@@ -313,7 +315,6 @@ impl<N: Association, C: Connector> Driver<N, C> {
         while let Some(ev) = self.session.poll_event() {
             self.on_event(ev);
         }
-        self.report_in_flight();
     }
 
     fn on_event(&mut self, ev: Event) {

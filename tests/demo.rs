@@ -1,0 +1,68 @@
+//! The demo end to end: in-process on the in-memory transport (host), and the
+//! `e2lb demo` binary over kernel SCTP (inside the rig).
+
+#[path = "common/rig.rs"]
+mod rig;
+
+use std::time::Duration;
+
+use e2lb::demo::{self, DemoOptions, DemoTransport};
+use e2lb::sim::TrafficClass;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_on_the_in_memory_transport_loses_nothing() {
+    let opts = DemoOptions {
+        duration: Duration::from_secs(2),
+        nodes: 9,
+        class: TrafficClass::Custom {
+            period: Duration::from_millis(20),
+            payload: 200,
+        },
+        transport: DemoTransport::Mem,
+        admin: false,
+    };
+    let mut out = Vec::new();
+    let s = demo::run(opts, &mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(s.setups_ok, 9, "{text}");
+    assert_eq!(s.subscriptions, 18, "{text}");
+    assert!(s.sent > 1000, "{text}");
+    assert_eq!(s.lost, 0, "{text}");
+    assert_eq!((s.gaps, s.duplicates, s.out_of_order), (0, 0, 0));
+    // Round-robin: three nodes per backend, and each backend received indications.
+    for b in &s.backends {
+        assert_eq!(b.associations, 3, "{text}");
+        assert!(b.indications > 0);
+    }
+    assert!(text.contains("lost 0"));
+}
+
+#[test]
+fn demo_binary_over_kernel_sctp() {
+    if !rig::sctp_or_skip() {
+        return;
+    }
+    let report = std::env::temp_dir().join(format!("e2lb-demo-test-{}.json", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_e2lb"))
+        .args([
+            "demo",
+            "--duration",
+            "5s",
+            "--nodes",
+            "30",
+            "--no-admin",
+            "--report",
+        ])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&report);
+    assert_eq!(s["setups_ok"], 30, "{stdout}");
+    assert_eq!(s["lost"], 0, "{stdout}");
+    assert!(s["received"].as_u64().unwrap() > 1000, "{stdout}");
+    assert!(stdout.contains("messages sent by the nodes"), "{stdout}");
+}
