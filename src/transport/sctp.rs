@@ -20,6 +20,12 @@
 //! caller. Closing is always graceful: `shutdown(SHUT_WR)` is an SCTP SHUTDOWN,
 //! and `Drop` shuts down and drains the socket before closing it, because Linux
 //! answers `close()` on a socket with unread data with an ABORT.
+//!
+//! Limits: Linux refuses (`EMSGSIZE`) a message larger than the socket's send
+//! buffer (212 992 bytes by default); the first such send grows that buffer for
+//! its association (`SO_SNDBUFFORCE` as root, else `SO_SNDBUF`, capped by
+//! `net.core.wmem_max`). Connecting has no time limit of its own beyond the
+//! kernel's INIT retransmissions (minutes): wrap it in a timeout.
 
 mod sys;
 
@@ -39,6 +45,10 @@ use crate::transport::stats::STATS;
 
 /// Receive buffer reserved per association, in bytes (allocated on the first
 /// read, and reused once the messages split from it have been dropped).
+///
+/// Received payloads are slices of this buffer, so a message kept for long (a
+/// cached E2 Setup) pins its whole chunk: copy what you keep
+/// (`Bytes::copy_from_slice`) when memory per association matters.
 pub const RECV_CHUNK: usize = 64 * 1024;
 /// Below this much free space the buffer is topped up before `recvmsg`, so that
 /// ordinary E2AP messages (≤ 32 KiB) arrive in one piece.
@@ -609,8 +619,9 @@ impl Association for SctpAssoc {
             return Poll::Ready(Err(Error::Lost("association failed earlier")));
         }
         loop {
-            rx.reserve();
             let mut guard = ready!(fd.poll_read_ready(cx)).map_err(|e| Error::io("recvmsg", e))?;
+            // Only now: an association that never receives holds no buffer.
+            rx.reserve();
             let before = rx.rbuf.len();
             let rbuf = &mut rx.rbuf;
             let r = match guard.try_io(|s| sys::recv_into(s.as_raw_fd(), rbuf, 0)) {
