@@ -1,11 +1,11 @@
 //! `e2lb sim node`: N simulated E2 nodes, one association each, that set up,
 //! answer RIC subscriptions and controls, and send RIC Indications open-loop.
 //!
-//! Each node is one task owning its association ([`Pump`]). Indications are
-//! scheduled by absolute deadlines per subscription: the next deadline is the
-//! previous one plus the class period divided by the profile's multiplier at
-//! that moment. A send that is due later than [`NodeSimConfig::late_slack`]
-//! goes out at once and is counted `late`; nothing is ever skipped, so the
+//! Each node is one task owning its association (a `Pump`). Indications are
+//! scheduled by absolute deadlines per subscription: each deadline follows the
+//! previous one by the class period scaled by the profile's multiplier
+//! (integrated over time, [`RateProfile::step`]), never by "now". A send
+//! that is due later than [`NodeSimConfig::late_slack`] goes out at once and is counted `late`; nothing is ever skipped, so the
 //! offered load does not drop when the target slows down (open loop). The
 //! outbound queue per node is bounded ([`NodeSimConfig::max_queue`]): when it
 //! is full the schedule falls behind and the lateness shows.
@@ -348,7 +348,12 @@ enum Phase {
 struct Sub {
     template: Arc<IndicationTemplate>,
     seq: u64,
+    /// Next wake-up of this subscription's schedule.
     due: Instant,
+    /// Interval fraction accumulated at `due` (see [`RateProfile::step`]).
+    phase: f64,
+    /// Whether an indication goes out at `due`.
+    send_at_due: bool,
 }
 
 /// The state of one node on one association.
@@ -591,9 +596,6 @@ impl<C: Connector> Node<C> {
     }
 }
 
-/// While the profile's multiplier is zero, look again this often.
-const PAUSE_STEP: Duration = Duration::from_millis(100);
-
 impl<C: Connector> Node<C> {
     async fn serve<A: Association>(&mut self, pump: &mut Pump<A>) -> Ended {
         let mut conn = Conn {
@@ -683,28 +685,27 @@ impl<C: Connector> Node<C> {
             if sub.due != due {
                 continue; // stale entry
             }
+            if sub.send_at_due {
+                if now.saturating_duration_since(due) > self.cfg.late_slack {
+                    self.stats.late += 1;
+                    self.live.late.fetch_add(1, Relaxed);
+                }
+                let payload = sub.template.stamp(id, sub.seq, now_ns());
+                sub.seq += 1;
+                pump.push(
+                    Message::new(self.cfg.stream, self.cfg.ppid, payload),
+                    Tag::Indication,
+                );
+            }
             let elapsed = due.saturating_duration_since(self.start);
-            match self
+            let step = self
                 .cfg
                 .profile
-                .interval(period, elapsed, self.cfg.duration)
-            {
-                None => sub.due = due + PAUSE_STEP.min(period),
-                Some(interval) => {
-                    if now.saturating_duration_since(due) > self.cfg.late_slack {
-                        self.stats.late += 1;
-                        self.live.late.fetch_add(1, Relaxed);
-                    }
-                    let payload = sub.template.stamp(id, sub.seq, now_ns());
-                    sub.seq += 1;
-                    pump.push(
-                        Message::new(self.cfg.stream, self.cfg.ppid, payload),
-                        Tag::Indication,
-                    );
-                    // Never zero, so the loop always advances.
-                    sub.due = due + interval.max(Duration::from_nanos(1));
-                }
-            }
+                .step(period, elapsed, self.cfg.duration, sub.phase);
+            // `step.after` is never zero, so the loop always advances.
+            sub.due = due + step.after;
+            sub.phase = step.phase;
+            sub.send_at_due = step.send;
             conn.schedule.push(Reverse((sub.due, id)));
         }
     }
@@ -832,16 +833,17 @@ impl<C: Connector> Node<C> {
         }
         .build()
         .map_err(|e| format!("building RIC Subscription Response: {e}"))?;
-        // The first indication comes within one period, at a random phase, so
+        // Each subscription starts at a random phase of its first interval, so
         // nodes subscribed together do not send in lockstep.
-        let period = self.cfg.class.period();
-        let due = Instant::now() + period.mul_f64(rng.gen_range(0.0..1.0));
+        let due = Instant::now();
         conn.subs.insert(
             request,
             Sub {
                 template,
                 seq: 0,
                 due,
+                phase: rng.gen_range(0.0..1.0),
+                send_at_due: false,
             },
         );
         conn.schedule.push(Reverse((due, request)));

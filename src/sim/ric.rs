@@ -10,7 +10,7 @@
 //! association and times their round trip. [`RicLive`] exposes the figures
 //! e2lb probes (`/metrics`, see [`super::metrics`]).
 //!
-//! One task per association ([`Pump`]); the accept loop stops when the
+//! One task per association (a `Pump`); the accept loop stops when the
 //! injected `shutdown` future completes, then every association is closed
 //! gracefully and the report is assembled.
 

@@ -181,20 +181,48 @@ impl RateProfile {
         }
     }
 
-    /// Time to the next indication of a class whose base period is `period`,
-    /// `elapsed` into a run of `total`; `None` while the multiplier is zero
-    /// (nothing is due; look again later).
-    pub fn interval(
-        &self,
-        period: Duration,
-        elapsed: Duration,
-        total: Duration,
-    ) -> Option<Duration> {
+    /// The next wake-up of one subscription's schedule.
+    ///
+    /// `elapsed` is the time of this wake-up into a run of `total`; `phase` is
+    /// the part of an indication interval already accumulated (0 right after a
+    /// send). The rate is integrated in steps of at most `max(period, 100 ms)`,
+    /// so a ramp from zero starts sending as soon as the accumulated rate makes
+    /// one indication, and a long interval computed at a low rate never holds
+    /// back a rising one. Under [`RateProfile::Constant`] every step is exactly
+    /// `period`.
+    pub fn step(&self, period: Duration, elapsed: Duration, total: Duration, phase: f64) -> Step {
+        if let RateProfile::Constant = self {
+            if phase == 0.0 {
+                return Step {
+                    after: period.max(Duration::from_nanos(1)),
+                    phase: 0.0,
+                    send: true,
+                };
+            }
+        }
+        let max_step = period.max(PROFILE_STEP);
         let m = self.multiplier(elapsed, total);
         if m < MIN_MULTIPLIER {
-            return None;
+            return Step {
+                after: max_step,
+                phase,
+                send: false,
+            };
         }
-        Duration::try_from_secs_f64(period.as_secs_f64() / m).ok()
+        let p = period.as_secs_f64();
+        let remaining = (1.0 - phase).clamp(0.0, 1.0);
+        match Duration::try_from_secs_f64(remaining * p / m) {
+            Ok(need) if need <= max_step => Step {
+                after: need.max(Duration::from_nanos(1)),
+                phase: 0.0,
+                send: true,
+            },
+            _ => Step {
+                after: max_step,
+                phase: phase + max_step.as_secs_f64() * m / p,
+                send: false,
+            },
+        }
     }
 
     /// Checks the numbers are usable (finite, non-negative, a positive period).
@@ -222,6 +250,20 @@ impl RateProfile {
 
 /// Multipliers below this count as "no traffic" (a period 1,000× the class's).
 pub const MIN_MULTIPLIER: f64 = 1e-3;
+
+/// Largest integration step of a varying rate profile (unless the period is longer).
+pub const PROFILE_STEP: Duration = Duration::from_millis(100);
+
+/// One step of a subscription's schedule ([`RateProfile::step`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Step {
+    /// Time from this wake-up to the next.
+    pub after: Duration,
+    /// Interval fraction accumulated at the next wake-up.
+    pub phase: f64,
+    /// Whether an indication is due at the next wake-up.
+    pub send: bool,
+}
 
 impl fmt::Display for RateProfile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -360,23 +402,94 @@ mod tests {
         }
     }
 
+    /// Indications a schedule sends in `[0, total)`, waking up as `step` says.
+    fn sends(p: RateProfile, period: Duration, total: Duration, phase: f64) -> u64 {
+        let (mut t, mut phase, mut send, mut n) = (Duration::ZERO, phase, false, 0);
+        while t < total {
+            if send {
+                n += 1;
+            }
+            let s = p.step(period, t, total, phase);
+            assert!(s.after > Duration::ZERO);
+            t += s.after;
+            phase = s.phase;
+            send = s.send;
+        }
+        n
+    }
+
     #[test]
-    fn interval_scales_the_period_and_pauses_at_zero() {
-        let p = RateProfile::Ramp { from: 0.0, to: 4.0 };
-        let base = Duration::from_millis(100);
-        assert_eq!(p.interval(base, S(0), S(4)), None);
+    fn constant_schedule_is_exact() {
+        let ms = Duration::from_millis;
+        let s = RateProfile::Constant.step(ms(100), S(3), S(10), 0.0);
         assert_eq!(
-            p.interval(base, S(1), S(4)),
-            Some(Duration::from_millis(100))
+            s,
+            Step {
+                after: ms(100),
+                phase: 0.0,
+                send: true
+            }
         );
+        // from phase 0, a send lands at every period: 100 ms .. 9.9 s
+        assert_eq!(sends(RateProfile::Constant, ms(100), S(10), 0.0), 99);
+        // a started phase shortens the first interval only
+        let s = RateProfile::Constant.step(ms(100), S(0), S(10), 0.75);
+        assert!(
+            s.send && (s.after.as_secs_f64() - 0.025).abs() < 1e-9,
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn ramp_schedule_integrates_the_rate() {
+        let ms = Duration::from_millis;
+        // 0 → 2 over 10 s at 10/s: the integral is 100 indications.
+        let p = RateProfile::Ramp { from: 0.0, to: 2.0 };
+        let n = sends(p, ms(100), S(10), 0.0);
+        assert!((95..=101).contains(&n), "{n}");
+        // the first indication is not held back by the near-zero start rate
+        let first = {
+            let (mut t, mut phase) = (Duration::ZERO, 0.0);
+            loop {
+                let s = p.step(ms(100), t, S(10), phase);
+                t += s.after;
+                phase = s.phase;
+                if s.send {
+                    break t;
+                }
+            }
+        };
+        // ∫ 0.2·t dt /0.1 s = 1 at t = 1 s (integration steps of 100 ms)
+        assert!(first <= ms(1200), "{first:?}");
+    }
+
+    #[test]
+    fn diurnal_schedule_follows_the_curve() {
+        let ms = Duration::from_millis;
+        let p = RateProfile::Diurnal {
+            period: S(10),
+            min: 0.0,
+            max: 2.0,
+        };
+        // mean multiplier over whole periods is 1
+        let n = sends(p, ms(50), S(20), 0.0);
+        assert!((390..=401).contains(&n), "{n}");
+    }
+
+    #[test]
+    fn zero_rate_sends_nothing_and_keeps_the_phase() {
+        let ms = Duration::from_millis;
+        let p = RateProfile::Ramp { from: 0.0, to: 0.0 };
+        let s = p.step(ms(20), S(1), S(2), 0.4);
         assert_eq!(
-            p.interval(base, S(2), S(4)),
-            Some(Duration::from_millis(50))
+            s,
+            Step {
+                after: PROFILE_STEP,
+                phase: 0.4,
+                send: false
+            }
         );
-        assert_eq!(
-            p.interval(base, S(4), S(4)),
-            Some(Duration::from_millis(25))
-        );
+        assert_eq!(sends(p, ms(20), S(2), 0.0), 0);
     }
 
     #[test]
