@@ -381,3 +381,67 @@ async fn metrics_endpoint_serves_prometheus_text() {
     let _ = tx.send(());
     server.await.expect("join").expect("serve");
 }
+
+#[path = "common/rig.rs"]
+mod rig;
+
+/// The same pairing over kernel SCTP on loopback (inside the rig:
+/// `scripts/rig-test sim`; skipped on a host without SCTP).
+async fn run_pair_sctp(node_cfg: NodeSimConfig, ric_cfg: RicSimConfig) -> (NodeReport, RicReport) {
+    use e2lb::transport::sctp::{SctpConnector, SctpListener};
+    let listener = SctpListener::bind(&[node_cfg.target], &Options::default()).expect("bind");
+    let live = RicLive::with_cpu_figure(e2lb::sim::CpuFigure::Process);
+    let (tx, rx) = oneshot::channel::<()>();
+    let ric = tokio::spawn(run_ric(listener, ric_cfg, live, async {
+        let _ = rx.await;
+    }));
+    let nodes = run_nodes(
+        SctpConnector::new(Options::default()),
+        node_cfg,
+        NodeLive::new(),
+    )
+    .await;
+    let _ = tx.send(());
+    (nodes, ric.await.expect("ric task"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_kernel_sctp_small_and_large_indications() {
+    if !rig::sctp_or_skip() {
+        return;
+    }
+    let small = NodeSimConfig {
+        target: addr("127.0.0.1:38911"),
+        nodes: 3,
+        ran_functions: vec![1, 2],
+        class: TrafficClass::Custom {
+            period: Duration::from_millis(50),
+            payload: 200,
+        },
+        duration: Duration::from_millis(1500),
+        drain: Duration::from_millis(500),
+        ..NodeSimConfig::default()
+    };
+    let ric_cfg = RicSimConfig {
+        control_period: Some(Duration::from_millis(200)),
+        ..RicSimConfig::default()
+    };
+    let (n, r) = run_pair_sctp(small, ric_cfg).await;
+    check_consistent(&n, &r);
+    assert_eq!(r.subscriptions, 6);
+    assert!(r.controls_acked > 0);
+
+    let large = NodeSimConfig {
+        target: addr("127.0.0.1:38912"),
+        nodes: 2,
+        ran_functions: vec![3],
+        class: TrafficClass::C,
+        duration: Duration::from_millis(2500),
+        drain: Duration::from_millis(500),
+        ppid: 0,
+        ..NodeSimConfig::default()
+    };
+    let (n, r) = run_pair_sctp(large, RicSimConfig::default()).await;
+    check_consistent(&n, &r);
+    assert!(r.indications >= 2 && r.corrupt == 0, "{r:#?}");
+}
