@@ -486,7 +486,9 @@ impl<C: Connector> Node<C> {
         let mut pump = Pump::new(assoc);
         self.sent_base = 0;
         self.bytes_base = 0;
-        let tid = (self.stats.totals.setups_ok + self.stats.totals.setups_failed) as u8;
+        // TransactionID: one per setup attempt, wrapping at 256.
+        let attempts = self.stats.totals.setups_ok + self.stats.totals.setups_failed;
+        let tid = u8::try_from(attempts % 256).unwrap_or(0);
         let setup = match self.setup_request(tid) {
             Ok(b) => b,
             Err(e) => {
