@@ -194,7 +194,7 @@ async fn run_on<F: Fabric>(
     let ncfg = NodeSimConfig {
         target: listen,
         nodes: opts.nodes,
-        class: opts.class.clone(),
+        class: opts.class,
         duration: opts.duration,
         drain: Duration::from_secs(2),
         connect_spread: Duration::from_millis(500),

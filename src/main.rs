@@ -419,7 +419,7 @@ fn sim(cmd: SimCmd) -> anyhow::Result<ExitCode> {
                     ));
                 }
                 let progress =
-                    tokio::spawn(progress(live.clone(), |l| e2lb::sim::ric::progress_line(l)));
+                    tokio::spawn(progress(live.clone(), e2lb::sim::ric::progress_line));
                 let s = stop.clone();
                 let run = tokio::spawn(e2lb::sim::run_ric(listener, cfg, live, async move {
                     s.cancelled().await
