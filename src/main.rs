@@ -50,7 +50,7 @@ enum Cmd {
         /// Number of simulated E2 nodes.
         #[arg(long, default_value_t = 30)]
         nodes: u32,
-        /// Traffic class of every subscription: A, B, C, D (CORMO-RAN) or PERIOD:BYTES.
+        /// Traffic class of every subscription: A, B, C, D (CORMO-RAN) or custom:PERIOD:BYTES.
         #[arg(long, default_value = "B")]
         class: TrafficClass,
         /// Transport: kernel SCTP, or the in-memory transport.
@@ -92,7 +92,7 @@ enum SimCmd {
         /// RAN function ids every node offers.
         #[arg(long, value_delimiter = ',', default_value = "1,2")]
         ran_functions: Vec<u16>,
-        /// Traffic class: A, B, C, D (CORMO-RAN presets) or PERIOD:BYTES.
+        /// Traffic class: A, B, C, D (CORMO-RAN presets) or custom:PERIOD:BYTES.
         #[arg(long, default_value = "B")]
         class: TrafficClass,
         /// Rate profile: constant, ramp:FROM:TO, diurnal:PERIOD:MIN:MAX.
@@ -403,7 +403,7 @@ fn sim(cmd: SimCmd) -> anyhow::Result<ExitCode> {
                     subscribe: !no_subscribe,
                     ..Default::default()
                 };
-                let live = e2lb::sim::RicLive::new();
+                let live = e2lb::sim::RicLive::with_cpu_figure(e2lb::sim::CpuFigure::Process);
                 let listener = SctpListener::bind(&[listen], &opts)
                     .with_context(|| format!("listening on {listen}"))?;
                 let stop = tokio_util::sync::CancellationToken::new();
