@@ -13,8 +13,14 @@
 //!   [`CodecError::Encode`]. [`super::build`] encodes large RIC Indication and
 //!   RIC Control messages itself.
 //! - Unknown IE ids and CHOICE extension additions fail to decode
-//!   ([`CodecError::Decode`]); SEQUENCE extension additions are skipped, so
-//!   such a PDU does not re-encode to the same bytes.
+//!   ([`CodecError::Decode`]).
+//! - The generated decoder is lenient where it should not be: it skips
+//!   SEQUENCE extension additions, and it decodes an open type's value without
+//!   holding it to the open type's length, so junk inside an IE value shifts
+//!   everything after it and can still "decode" (found by fuzzing). [`decode`]
+//!   therefore re-encodes what it decoded and accepts it only if the bytes are
+//!   identical ([`CodecError::NotCanonical`] otherwise); [`decode_lenient`]
+//!   skips that check.
 //! - Any panic inside the generated code is caught, counted
 //!   ([`panics_caught`]) and reported as [`CodecError::Panicked`].
 
@@ -48,6 +54,13 @@ pub enum CodecError {
     /// a value outside its constraint).
     #[error("APER encode failed: {0}")]
     Encode(#[source] PerCodecError),
+    /// The generated decoder accepted the bytes but they do not re-encode to
+    /// themselves: an extension addition it skipped, or bytes inside an open
+    /// type it did not read. The decoded value would not be what was sent.
+    #[error(
+        "PDU does not re-encode to the same bytes (extension addition or malformed open type)"
+    )]
+    NotCanonical,
     /// The generated code panicked on this input (counted in [`panics_caught`]).
     #[error("the generated APER codec panicked on this input")]
     Panicked,
@@ -65,6 +78,7 @@ impl CodecError {
             CodecError::Trailing(_) => "trailing_bytes",
             CodecError::Decode(_) => "decode",
             CodecError::Encode(_) => "encode",
+            CodecError::NotCanonical => "not_canonical",
             CodecError::Panicked => "panicked",
             CodecError::Json(_) => "json",
         }
@@ -95,11 +109,20 @@ fn framed_len(bytes: &[u8]) -> Result<usize, CodecError> {
     }
 }
 
-/// Decode one E2AP PDU (APER) into the generated types.
-///
-/// Stricter on framing than the generated decoder: the buffer must hold
-/// exactly one PDU.
+/// Decode one E2AP PDU (APER) into the generated types, strictly: the buffer
+/// must hold exactly one PDU and the decoded value must re-encode to the same
+/// bytes (see the module doc for why).
 pub fn decode(bytes: &[u8]) -> Result<E2AP_PDU, CodecError> {
+    let pdu = decode_lenient(bytes)?;
+    match encode(&pdu) {
+        Ok(again) if again == bytes => Ok(pdu),
+        _ => Err(CodecError::NotCanonical),
+    }
+}
+
+/// Decode without the re-encode check: extension additions are dropped and
+/// junk inside open types may be misread. The outer framing is still checked.
+pub fn decode_lenient(bytes: &[u8]) -> Result<E2AP_PDU, CodecError> {
     let total = framed_len(bytes)?;
     if total > bytes.len() {
         return Err(CodecError::Truncated(bytes.len()));
@@ -180,6 +203,19 @@ mod tests {
     fn fragmented_lengths_are_refused_not_misread() {
         let bytes = [0x00, 0x05, 0x40, 0xc1, 0x00, 0x00];
         assert!(matches!(decode(&bytes), Err(CodecError::Fragmented)));
+    }
+
+    #[test]
+    fn junk_inside_an_open_type_is_not_misread() {
+        // Fuzzer find: the RICqueryHeader IE's open type holds 25 octets but its
+        // OCTET STRING only 2; the generated decoder reads the rest as more IEs.
+        let bytes = hex::decode(
+            "0010003c000004001d00050045ef9f5c000500020b6b005f0019020b6b005f73590e8a\
+             6656c8bbae927e1ca5ea6061318e00fe0060000908b8e1bdd4ba8232fc",
+        )
+        .expect("hex");
+        assert!(decode_lenient(&bytes).is_ok());
+        assert!(matches!(decode(&bytes), Err(CodecError::NotCanonical)));
     }
 
     #[test]
