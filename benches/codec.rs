@@ -4,6 +4,8 @@
 //! Messages: RIC Indication with a 100 B and a 100 kB message (the latter uses
 //! fragmented APER lengths, which the full decoder refuses: its number is the
 //! cost of finding that out), and a RIC Subscription Request.
+//! `full_decode` is the strict decode (decode + re-encode check);
+//! `full_decode_lenient` is the generated decoder alone.
 //! Target (DESIGN §7): peek of a RIC Indication <= 100 ns.
 
 use std::hint::black_box;
@@ -70,6 +72,9 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function("full_decode", |b| {
             b.iter(|| black_box(codec::decode(black_box(&pdu[..])).is_ok()))
+        });
+        g.bench_function("full_decode_lenient", |b| {
+            b.iter(|| black_box(codec::decode_lenient(black_box(&pdu[..])).is_ok()))
         });
         g.finish();
     }
