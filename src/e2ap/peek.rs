@@ -302,6 +302,20 @@ pub struct Envelope<'a> {
     content: View,
     ie_count: u16,
     extended: bool,
+    /// Where the routing IEs are ([`ROUTING_IES`] order), found during `parse`'s
+    /// walk so their accessors need no second walk.
+    known: [Option<Loc>; ROUTING_IES.len()],
+}
+
+/// IEs whose first occurrence `parse` remembers.
+const ROUTING_IES: [u16; 3] = [ie::TRANSACTION_ID, ie::RIC_REQUEST_ID, ie::RAN_FUNCTION_ID];
+
+/// A value's place in the container's logical byte space.
+#[derive(Clone, Copy, Debug)]
+struct Loc {
+    start: u32,
+    end: u32,
+    fragmented: bool,
 }
 
 /// Position of the first IE in the message value: extension octet + 2-octet count.
@@ -330,7 +344,7 @@ impl<'a> Envelope<'a> {
         }
         let extended = content.byte(buf, 0, "message extension bit")? & 0x80 != 0;
         let ie_count = content.u16(buf, 1, "IE count")?;
-        let env = Envelope {
+        let mut env = Envelope {
             buf,
             kind,
             procedure_code,
@@ -338,12 +352,23 @@ impl<'a> Envelope<'a> {
             content,
             ie_count,
             extended,
+            known: [None; ROUTING_IES.len()],
         };
         // Walk the container once so every later accessor works on checked framing.
         let mut pos = FIRST_IE;
         for _ in 0..ie_count {
-            let (_, next) = env.read_ie(pos)?;
-            pos = next;
+            let id = env.content.u16(buf, pos, "IE id")?;
+            Criticality::from_bits(env.content.byte(buf, pos + 2, "IE criticality")? >> 6)?;
+            let (start, end, fragmented) = open_type(&env.content, buf, pos + 3, "IE value", None)?;
+            if let Some(k) = ROUTING_IES.iter().position(|&r| r == id) {
+                // Values are inside a buffer whose length fits u32 (checked by View::whole).
+                env.known[k].get_or_insert(Loc {
+                    start: start as u32,
+                    end: end as u32,
+                    fragmented,
+                });
+            }
+            pos = end;
         }
         // Without extension additions the IE container must fill the value exactly.
         if !extended && pos != env.content.len {
@@ -429,30 +454,32 @@ impl<'a> Envelope<'a> {
         }
     }
 
-    fn small_value(&self, id: u16, min_len: usize) -> Option<Ie> {
-        let ie = self.find(id)?;
-        (!ie.fragmented && ie.logical.len() >= min_len).then_some(ie)
+    /// Where a routing IE's (unfragmented, long enough) value starts.
+    fn small_value(&self, id: u16, min_len: usize) -> Option<usize> {
+        let k = ROUTING_IES.iter().position(|&r| r == id)?;
+        let loc = self.known[k]?;
+        let (start, end) = (loc.start as usize, loc.end as usize);
+        (!loc.fragmented && end - start >= min_len).then_some(start)
     }
 
-    fn at(&self, ie: &Ie, off: usize) -> Option<u8> {
-        self.content
-            .byte(self.buf, ie.logical.start + off, "IE value")
-            .ok()
+    #[inline]
+    fn at(&self, start: usize, off: usize) -> Option<u8> {
+        self.content.byte(self.buf, start + off, "IE value").ok()
     }
 
     /// `TransactionID ::= INTEGER (0..255, ...)`; `None` if absent or out of the root range.
     pub fn transaction_id(&self) -> Option<u8> {
-        let ie = self.small_value(ie::TRANSACTION_ID, 2)?;
-        if self.at(&ie, 0)? & 0x80 != 0 {
+        let v = self.small_value(ie::TRANSACTION_ID, 2)?;
+        if self.at(v, 0)? & 0x80 != 0 {
             return None;
         }
-        self.at(&ie, 1)
+        self.at(v, 1)
     }
 
     /// `RICrequestID` (5 octets in APER: extension bit, then two 2-octet integers).
     pub fn ric_request_id(&self) -> Option<RicRequestId> {
-        let ie = self.small_value(ie::RIC_REQUEST_ID, 5)?;
-        let b = |o| self.at(&ie, o);
+        let v = self.small_value(ie::RIC_REQUEST_ID, 5)?;
+        let b = |o| self.at(v, o);
         Some(RicRequestId {
             requestor: u16::from_be_bytes([b(1)?, b(2)?]),
             instance: u16::from_be_bytes([b(3)?, b(4)?]),
@@ -461,8 +488,8 @@ impl<'a> Envelope<'a> {
 
     /// `RANfunctionID ::= INTEGER (0..4095)`.
     pub fn ran_function_id(&self) -> Option<u16> {
-        let ie = self.small_value(ie::RAN_FUNCTION_ID, 2)?;
-        let v = u16::from_be_bytes([self.at(&ie, 0)?, self.at(&ie, 1)?]);
+        let at = self.small_value(ie::RAN_FUNCTION_ID, 2)?;
+        let v = u16::from_be_bytes([self.at(at, 0)?, self.at(at, 1)?]);
         (v <= 4095).then_some(v)
     }
 
@@ -472,7 +499,9 @@ impl<'a> Envelope<'a> {
         if ie.fragmented {
             return None;
         }
-        (0..ie.logical.len()).map(|o| self.at(&ie, o)).collect()
+        (0..ie.logical.len())
+            .map(|o| self.at(ie.logical.start, o))
+            .collect()
     }
 
     /// `GlobalE2node-ID` value bytes (canonical APER: usable as the node's identity).
@@ -531,18 +560,18 @@ impl<'a> Envelope<'a> {
 
     /// Physical offsets of the 4 RICrequestID integer octets, for in-place rewrite.
     fn ric_request_id_offsets(&self) -> Option<[usize; 4]> {
-        let ie = self.small_value(ie::RIC_REQUEST_ID, 5)?;
-        let p = |o| self.content.phys(ie.logical.start + o);
+        let v = self.small_value(ie::RIC_REQUEST_ID, 5)?;
+        let p = |o| self.content.phys(v + o);
         Some([p(1)?, p(2)?, p(3)?, p(4)?])
     }
 
     /// Physical offset of the TransactionID value octet, for in-place rewrite.
     fn transaction_id_offset(&self) -> Option<usize> {
-        let ie = self.small_value(ie::TRANSACTION_ID, 2)?;
-        if self.at(&ie, 0)? & 0x80 != 0 {
+        let v = self.small_value(ie::TRANSACTION_ID, 2)?;
+        if self.at(v, 0)? & 0x80 != 0 {
             return None;
         }
-        self.content.phys(ie.logical.start + 1)
+        self.content.phys(v + 1)
     }
 }
 
