@@ -384,7 +384,12 @@ impl Session {
                 let transaction_id = env.transaction_id();
                 self.setup = Some(SetupCache {
                     node: node.clone(),
-                    request: msg,
+                    // Copied: the cache lives as long as the association, and a
+                    // slice of the transport's receive buffer would pin all of it.
+                    request: Message {
+                        payload: Bytes::copy_from_slice(&msg.payload),
+                        ..msg
+                    },
                     transaction_id,
                     ran_functions,
                     accepted: Vec::new(),
@@ -639,7 +644,9 @@ impl Session {
                 }
                 if let Some(key) = PendingKey::of(from, env) {
                     // Subscription requests are kept: re-homing replays them.
-                    let request = (proc.0 == procedure::RIC_SUBSCRIPTION).then(|| payload.clone());
+                    // (copied, like the setup cache: it outlives the receive buffer)
+                    let request = (proc.0 == procedure::RIC_SUBSCRIPTION)
+                        .then(|| Bytes::copy_from_slice(payload));
                     self.pending
                         .insert(now, now + self.config.request_timeout, key, request);
                 }
