@@ -8,12 +8,12 @@
 //! - [`sim`]: E2 node and RIC simulators, the load-test harness.
 //! - [`config`]: TOML configuration and its validation.
 
+pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod demo;
 pub mod e2ap;
 pub mod proxy;
 pub mod session;
-pub mod transport;
-pub mod admin;
-pub mod demo;
 pub mod sim;
+pub mod transport;

@@ -418,8 +418,7 @@ fn sim(cmd: SimCmd) -> anyhow::Result<ExitCode> {
                         async move { s.cancelled().await },
                     ));
                 }
-                let progress =
-                    tokio::spawn(progress(live.clone(), e2lb::sim::ric::progress_line));
+                let progress = tokio::spawn(progress(live.clone(), e2lb::sim::ric::progress_line));
                 let s = stop.clone();
                 let run = tokio::spawn(e2lb::sim::run_ric(listener, cfg, live, async move {
                     s.cancelled().await
