@@ -11,14 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use e2lb::balance::{Backend, Pool};
-use e2lb::e2ap::build::{
-    ComponentId, E2SetupRequest, E2SetupResponse, GlobalRicId, GnbId, Indication, IndicationType,
-    NodeComponent, RanFunction,
-};
-use e2lb::e2ap::RicRequestId;
 use e2lb::proxy::{self, Metrics, ProxyConfig, Shared};
 use e2lb::session::BackendId;
 use e2lb::transport::mem::{MemAssoc, MemNet};
@@ -44,25 +38,11 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
+#[path = "../tests/support/peers.rs"]
+mod peers;
+
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn indication() -> Bytes {
-    Indication {
-        request: RicRequestId {
-            requestor: 1,
-            instance: 1,
-        },
-        ran_function: 2,
-        action_id: 1,
-        sn: Some(1),
-        kind: IndicationType::Report,
-        header: &[0; 16],
-        message: &[7; 100],
-    }
-    .build()
-    .expect("indication")
-}
 
 /// A node leg and a RIC leg, either straight or through the proxy.
 struct Path {
@@ -105,43 +85,11 @@ async fn proxied(net: &MemNet) -> Path {
         .connect(proxy_l_addr())
         .await
         .unwrap();
-    let components = [NodeComponent {
-        id: ComponentId::Ng { amf_name: "amf" },
-        request_part: b"a",
-        response_part: b"b",
-    }];
-    let setup = E2SetupRequest {
-        transaction_id: 1,
-        node: GnbId {
-            plmn: [0, 0xf1, 0x10],
-            gnb_id: 1,
-            gnb_id_bits: 28,
-        },
-        ran_functions: &[RanFunction {
-            id: 2,
-            definition: b"kpm",
-            revision: 1,
-            oid: "1.3.6.1.4.1.53148.1.2.2.2",
-        }],
-        components: &components,
-    }
-    .build()
-    .unwrap();
+    let setup = peers::setup_request(1);
     node.send(&Message::new(0, 70, setup)).await.unwrap();
     let mut ric = ric_l.accept().await.unwrap();
     ric.recv().await.unwrap().unwrap();
-    let resp = E2SetupResponse {
-        transaction_id: 1,
-        ric: GlobalRicId {
-            plmn: [0, 0xf1, 0x10],
-            ric_id: 1,
-        },
-        accepted: &[(2, 1)],
-        rejected: &[],
-        components: &[ComponentId::Ng { amf_name: "amf" }],
-    }
-    .build()
-    .unwrap();
+    let resp = peers::setup_response();
     ric.send(&Message::new(0, 70, resp)).await.unwrap();
     node.recv().await.unwrap().unwrap();
     Path { node, ric }
@@ -170,54 +118,19 @@ async fn pump(path: &mut Path, msg: &Message, n: u64) -> Duration {
 }
 
 /// The sans-IO share of the cost: one indication through an established session.
-fn session_only(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+fn session_only(c: &mut Criterion) {
     use e2lb::session::{Session, SessionConfig};
-    // Establish a session by replaying a proxied setup through it.
-    let net = MemNet::new();
-    let _ = rt;
+    // Establish a session by feeding it a setup exchange.
     let mut s = Session::new(SessionConfig::default());
     let t0 = Instant::now();
-    let components = [NodeComponent {
-        id: ComponentId::Ng { amf_name: "amf" },
-        request_part: b"a",
-        response_part: b"b",
-    }];
-    let setup = E2SetupRequest {
-        transaction_id: 1,
-        node: GnbId {
-            plmn: [0, 0xf1, 0x10],
-            gnb_id: 1,
-            gnb_id_bits: 28,
-        },
-        ran_functions: &[RanFunction {
-            id: 2,
-            definition: b"kpm",
-            revision: 1,
-            oid: "1.3.6.1.4.1.53148.1.2.2.2",
-        }],
-        components: &components,
-    }
-    .build()
-    .unwrap();
+    let setup = peers::setup_request(1);
     s.handle_node(t0, Message::new(0, 70, setup));
     s.backend_attached(t0, BackendId(0));
-    let resp = E2SetupResponse {
-        transaction_id: 1,
-        ric: GlobalRicId {
-            plmn: [0, 0xf1, 0x10],
-            ric_id: 1,
-        },
-        accepted: &[(2, 1)],
-        rejected: &[],
-        components: &[ComponentId::Ng { amf_name: "amf" }],
-    }
-    .build()
-    .unwrap();
+    let resp = peers::setup_response();
     s.handle_backend(t0, Message::new(0, 70, resp));
     while s.poll_transmit().is_some() {}
     while s.poll_event().is_some() {}
-    drop(net);
-    let msg = Message::new(0, 70, indication());
+    let msg = Message::new(0, 70, peers::indication(1, 1, 100));
     let mut g = c.benchmark_group("session");
     g.throughput(Throughput::Elements(1));
     g.bench_function("indication_node_to_ric", |b| {
@@ -234,12 +147,12 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let msg = Message::new(0, 70, indication());
+    let msg = Message::new(0, 70, peers::indication(1, 1, 100));
     let net = MemNet::new();
     let mut direct_path = rt.block_on(direct(&net));
     let mut proxy_path = rt.block_on(proxied(&net));
 
-    session_only(c, &rt);
+    session_only(c);
 
     let mut g = c.benchmark_group("forward_indication_100B");
     g.throughput(Throughput::Elements(1));

@@ -206,6 +206,19 @@ fn check_config(path: PathBuf) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A clear start-up error when the kernel has no SCTP, naming the fixes.
+fn require_kernel_sctp() -> anyhow::Result<()> {
+    if !sctp::kernel_sctp_available() {
+        bail!(
+            "{}",
+            e2lb::transport::Error::NoKernelSctp(std::io::Error::from_raw_os_error(
+                libc::EPROTONOSUPPORT
+            ))
+        );
+    }
+    Ok(())
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -215,14 +228,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let cfg = load_config(path)?;
     init_tracing(&cfg.log.level);
-    if !sctp::kernel_sctp_available() {
-        bail!(
-            "{}",
-            e2lb::transport::Error::NoKernelSctp(std::io::Error::from_raw_os_error(
-                libc::EPROTONOSUPPORT
-            ))
-        );
-    }
+    require_kernel_sctp()?;
     runtime()?.block_on(async move {
         let metrics = Arc::new(Metrics::new()?);
         let shared = Arc::new(Shared {
@@ -328,14 +334,7 @@ fn demo(opts: DemoOptions, report: Option<PathBuf>) -> anyhow::Result<ExitCode> 
 
 fn sim(cmd: SimCmd) -> anyhow::Result<ExitCode> {
     init_tracing("warn");
-    if !sctp::kernel_sctp_available() {
-        bail!(
-            "{}",
-            e2lb::transport::Error::NoKernelSctp(std::io::Error::from_raw_os_error(
-                libc::EPROTONOSUPPORT
-            ))
-        );
-    }
+    require_kernel_sctp()?;
     let opts = e2lb::transport::Options::default();
     runtime()?.block_on(async move {
         match cmd {
