@@ -38,6 +38,7 @@ async fn demo_on_the_in_memory_transport_loses_nothing() {
 }
 
 #[test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 fn demo_binary_over_kernel_sctp() {
     if !rig::sctp_or_skip() {
         return;

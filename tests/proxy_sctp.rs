@@ -48,6 +48,7 @@ impl cases::Net for Sctp {
 macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test]
+        #[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
         async fn $name() {
             if !rig::sctp_or_skip() {
                 return;
@@ -69,6 +70,7 @@ scenarios!(
 );
 
 #[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 async fn slow_backend_pushes_back_on_the_node_without_loss() {
     if !rig::sctp_or_skip() {
         return;

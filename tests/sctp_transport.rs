@@ -57,6 +57,7 @@ fn pattern(i: usize, len: usize) -> Bytes {
 }
 
 #[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 async fn stream_and_ppid_are_preserved_both_ways() {
     if !rig::sctp_or_skip() {
         return;
@@ -163,6 +164,7 @@ fn data_chunk_has(chunk: &[u8], ppid: u32, payload: &[u8]) -> bool {
 }
 
 #[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 async fn ppid_appears_unchanged_on_the_wire() {
     if !rig::sctp_or_skip() {
         return;
@@ -192,6 +194,7 @@ async fn ppid_appears_unchanged_on_the_wire() {
 }
 
 #[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 async fn many_small_messages_keep_their_boundaries() {
     if !rig::sctp_or_skip() {
         return;
@@ -227,6 +230,7 @@ async fn many_small_messages_keep_their_boundaries() {
 }
 
 #[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 async fn big_messages_arrive_whole() {
     if !rig::sctp_or_skip() {
         return;
@@ -266,6 +270,7 @@ async fn big_messages_arrive_whole() {
 }
 
 #[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 async fn a_receiver_that_stops_reading_pushes_back_without_loss() {
     if !rig::sctp_or_skip() {
         return;
@@ -312,6 +317,7 @@ async fn a_receiver_that_stops_reading_pushes_back_without_loss() {
 }
 
 #[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 async fn streams_above_the_peers_count_fall_back_to_the_highest() {
     if !rig::sctp_or_skip() {
         return;
@@ -343,6 +349,7 @@ async fn streams_above_the_peers_count_fall_back_to_the_highest() {
 }
 
 #[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 async fn graceful_shutdown_is_seen_as_end_of_stream() {
     if !rig::sctp_or_skip() {
         return;
@@ -381,6 +388,7 @@ async fn graceful_shutdown_is_seen_as_end_of_stream() {
 }
 
 #[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 async fn an_abort_from_the_peer_is_lost() {
     if !rig::sctp_or_skip() {
         return;
@@ -403,6 +411,7 @@ async fn an_abort_from_the_peer_is_lost() {
 }
 
 #[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 async fn ipv6_loopback() {
     if !rig::sctp_or_skip() {
         return;
@@ -427,6 +436,7 @@ async fn ipv6_loopback() {
 }
 
 #[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 async fn multi_homed_listener_and_connector() {
     if !rig::sctp_or_skip() {
         return;
@@ -481,6 +491,7 @@ async fn multi_homed_listener_and_connector() {
 }
 
 #[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 async fn an_oversized_message_is_too_large() {
     if !rig::sctp_or_skip() {
         return;
@@ -510,6 +521,7 @@ async fn an_oversized_message_is_too_large() {
 }
 
 #[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 async fn connecting_to_a_closed_port_is_refused() {
     if !rig::sctp_or_skip() {
         return;
@@ -534,6 +546,7 @@ async fn connecting_to_a_closed_port_is_refused() {
 /// setup by `sendto` on a one-to-many socket): the first message is already
 /// queued when the association is accepted.
 #[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
 async fn data_bundled_with_cookie_echo_is_received() {
     if !rig::sctp_or_skip() {
         return;
@@ -580,10 +593,10 @@ async fn data_bundled_with_cookie_echo_is_received() {
 }
 
 /// One flow of 100-byte messages, client → server; prints messages/s.
-/// `scripts/rig-test sctp_transport -- --ignored --nocapture throughput`
+/// `scripts/rig-test --release sctp_transport -- --ignored --nocapture measure_`
 #[tokio::test]
 #[ignore = "measurement, run explicitly in the rig"]
-async fn throughput_one_flow_100_byte_messages() {
+async fn measure_throughput_one_flow_100_byte_messages() {
     if !rig::sctp_or_skip() {
         return;
     }

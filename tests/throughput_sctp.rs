@@ -2,7 +2,7 @@
 //! in the rig, measured in the same run. A measurement, not a pass/fail check
 //! (beyond "nothing lost, nothing reordered"):
 //!
-//!     scripts/rig-test --release throughput_sctp -- --ignored --nocapture
+//!     scripts/rig-test --release throughput_sctp -- --ignored --nocapture measure_
 //!
 //! The sender is a tight loop of pre-built 100-byte RIC Indications on one
 //! association, the receiver counts them on the RIC side. DESIGN §6: the guest
@@ -119,7 +119,7 @@ async fn measure(path: Path, port: u16) -> f64 {
 
 #[tokio::test]
 #[ignore = "measurement; run in the rig with --ignored --nocapture"]
-async fn proxy_vs_direct_messages_per_second() {
+async fn measure_proxy_vs_direct_messages_per_second() {
     if !rig::sctp_or_skip() {
         return;
     }
