@@ -143,6 +143,16 @@ impl View {
         Ok(v)
     }
 
+    /// The whole view as one slice, when it is a single piece.
+    #[inline]
+    fn contiguous<'b>(&self, buf: &'b [u8]) -> Option<&'b [u8]> {
+        if self.n != 1 {
+            return None;
+        }
+        let s = self.segs[0];
+        buf.get(s.start as usize..s.start as usize + s.len as usize)
+    }
+
     /// Physical offset of logical byte `pos` (which must be < len).
     #[inline]
     fn phys(&self, mut pos: usize) -> Option<usize> {
@@ -355,26 +365,76 @@ impl<'a> Envelope<'a> {
             known: [None; ROUTING_IES.len()],
         };
         // Walk the container once so every later accessor works on checked framing.
-        let mut pos = FIRST_IE;
-        for _ in 0..ie_count {
-            let id = env.content.u16(buf, pos, "IE id")?;
-            Criticality::from_bits(env.content.byte(buf, pos + 2, "IE criticality")? >> 6)?;
-            let (start, end, fragmented) = open_type(&env.content, buf, pos + 3, "IE value", None)?;
-            if let Some(k) = ROUTING_IES.iter().position(|&r| r == id) {
-                // Values are inside a buffer whose length fits u32 (checked by View::whole).
-                env.known[k].get_or_insert(Loc {
-                    start: start as u32,
-                    end: end as u32,
-                    fragmented,
-                });
-            }
-            pos = end;
-        }
+        let pos = match env.content.contiguous(buf) {
+            Some(c) => env.walk_contiguous(c)?,
+            None => env.walk()?,
+        };
         // Without extension additions the IE container must fill the value exactly.
         if !extended && pos != env.content.len {
             return Err(DecodeError::Trailing(env.content.len - pos));
         }
         Ok(env)
+    }
+
+    /// Remember where a routing IE's value is (first occurrence wins).
+    #[inline]
+    fn note(&mut self, id: u16, start: usize, end: usize, fragmented: bool) {
+        if let Some(k) = ROUTING_IES.iter().position(|&r| r == id) {
+            // Positions are inside a buffer whose length fits u32 (checked by View::whole).
+            self.known[k].get_or_insert(Loc {
+                start: start as u32,
+                end: end as u32,
+                fragmented,
+            });
+        }
+    }
+
+    /// The framing walk through the fragment table (values of 16 KiB and more).
+    fn walk(&mut self) -> Result<usize, DecodeError> {
+        let buf = self.buf;
+        let mut pos = FIRST_IE;
+        for _ in 0..self.ie_count {
+            let id = self.content.u16(buf, pos, "IE id")?;
+            Criticality::from_bits(self.content.byte(buf, pos + 2, "IE criticality")? >> 6)?;
+            let (start, end, fragmented) =
+                open_type(&self.content, buf, pos + 3, "IE value", None)?;
+            self.note(id, start, end, fragmented);
+            pos = end;
+        }
+        Ok(pos)
+    }
+
+    /// The same walk over a container that is one contiguous slice (every
+    /// message below 16 KiB): plain slice reads, the hot path of the proxy.
+    fn walk_contiguous(&mut self, c: &[u8]) -> Result<usize, DecodeError> {
+        let mut pos = FIRST_IE;
+        for _ in 0..self.ie_count {
+            let hdr = c
+                .get(pos..pos + 4)
+                .ok_or(DecodeError::Truncated { at: "IE header" })?;
+            let &[id_hi, id_lo, crit, len0] = hdr else {
+                return Err(DecodeError::Truncated { at: "IE header" });
+            };
+            let id = u16::from_be_bytes([id_hi, id_lo]);
+            Criticality::from_bits(crit >> 6)?;
+            let (start, end, fragmented) = if len0 & 0x80 == 0 {
+                (pos + 4, pos + 4 + usize::from(len0), false)
+            } else if len0 & 0xC0 == 0x80 {
+                let lo = *c
+                    .get(pos + 4)
+                    .ok_or(DecodeError::Truncated { at: "IE value" })?;
+                let n = (usize::from(len0 & 0x3F) << 8) | usize::from(lo);
+                (pos + 5, pos + 5 + n, false)
+            } else {
+                open_type(&self.content, self.buf, pos + 3, "IE value", None)?
+            };
+            if end > c.len() {
+                return Err(DecodeError::Truncated { at: "IE value" });
+            }
+            self.note(id, start, end, fragmented);
+            pos = end;
+        }
+        Ok(pos)
     }
 
     fn read_ie(&self, pos: usize) -> Result<(Ie, usize), DecodeError> {
