@@ -18,6 +18,11 @@ use crate::transport::Options;
 /// The embedded default configuration (the documented example file).
 pub const EMBEDDED: &str = include_str!("../config/e2lb.toml");
 
+/// Largest `proxy.max_message` accepted: the routing peek follows up to
+/// `peek::MAX_SEGMENTS` APER fragments (64 KiB each), so 2 MiB leaves margin.
+/// (Real RICs assert on messages of 32 KiB and more, DESIGN §2b.)
+pub const MAX_MESSAGE_LIMIT: usize = 2 << 20;
+
 /// A configuration that cannot be used, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -175,10 +180,10 @@ impl Config {
         if p.in_streams == 0 {
             return Err(invalid("proxy.in_streams", "must be at least 1"));
         }
-        if !(64..=64 << 20).contains(&p.max_message) {
+        if !(64..=MAX_MESSAGE_LIMIT).contains(&p.max_message) {
             return Err(invalid(
                 "proxy.max_message",
-                "must be between 64 bytes and 64 MiB",
+                "must be between 64 bytes and 2 MiB (2097152)",
             ));
         }
         if !(1..=1 << 20).contains(&p.queue) {
@@ -303,6 +308,8 @@ mod tests {
         assert!(e.to_string().contains("proxy.queue"), "{e}");
         let e = Config::parse(&format!("[proxy]\nsetup_timeout = '0s'\n{base}")).unwrap_err();
         assert!(e.to_string().contains("proxy.setup_timeout"), "{e}");
+        let e = Config::parse(&format!("[proxy]\nmax_message = 10000000\n{base}")).unwrap_err();
+        assert!(e.to_string().contains("proxy.max_message"), "{e}");
         let e = Config::parse(&format!("[proxy]\nretry_after = '7s'\n{base}")).unwrap_err();
         assert!(e.to_string().contains("proxy.retry_after"), "{e}");
         let e = Config::parse(&format!("{base}{base}")).unwrap_err();
