@@ -35,6 +35,29 @@ enum Path {
     Proxy,
 }
 
+/// Run a relay on its own thread and runtime, as e2lb runs in its own process.
+/// `setup` binds (and returns the serving future) before this returns.
+fn on_own_thread<S, F, G>(setup: S)
+where
+    S: FnOnce() -> F + Send + 'static,
+    F: std::future::Future<Output = G>,
+    G: std::future::Future<Output = ()>,
+{
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let serve = setup().await;
+            let _ = bound_tx.send(());
+            serve.await
+        })
+    });
+    bound_rx.recv().unwrap();
+}
+
 async fn measure(path: Path, port: u16) -> f64 {
     let through_proxy = path == Path::Proxy;
     let ric_addr = SocketAddr::from(([127, 0, 3, 1], port));
@@ -54,22 +77,27 @@ async fn measure(path: Path, port: u16) -> f64 {
             metrics: Arc::new(Metrics::new().unwrap()),
         });
         let s = stop.clone();
-        let l = SctpListener::bind(&[proxy_addr], &opts).unwrap();
-        tokio::spawn(proxy::serve(l, shared, async move { s.cancelled().await }));
+        let o = opts.clone();
+        on_own_thread(move || async move {
+            let l = SctpListener::bind(&[proxy_addr], &o).unwrap();
+            async move { proxy::serve(l, shared, async move { s.cancelled().await }).await }
+        });
         proxy_addr
     } else if path == Path::Relay {
-        let mut l = SctpListener::bind(&[proxy_addr], &opts).unwrap();
         let o = opts.clone();
-        tokio::spawn(async move {
-            let mut a = l.accept().await.unwrap();
-            let mut b = SctpConnector::new(o).connect(ric_addr).await.unwrap();
-            // Setup request forward, response back, then one direction only.
-            let m = a.recv().await.unwrap().unwrap();
-            b.send(&m).await.unwrap();
-            let m = b.recv().await.unwrap().unwrap();
-            a.send(&m).await.unwrap();
-            while let Ok(Some(m)) = a.recv().await {
+        on_own_thread(move || async move {
+            let mut l = SctpListener::bind(&[proxy_addr], &o).unwrap();
+            async move {
+                let mut a = l.accept().await.unwrap();
+                let mut b = SctpConnector::new(o).connect(ric_addr).await.unwrap();
+                // Setup request forward, response back, then one direction only.
+                let m = a.recv().await.unwrap().unwrap();
                 b.send(&m).await.unwrap();
+                let m = b.recv().await.unwrap().unwrap();
+                a.send(&m).await.unwrap();
+                while let Ok(Some(m)) = a.recv().await {
+                    b.send(&m).await.unwrap();
+                }
             }
         });
         proxy_addr
