@@ -36,11 +36,11 @@ enum Path {
 }
 
 /// Run a relay on its own thread and runtime, as e2lb runs in its own process.
-/// `setup` binds (and returns the serving future) before this returns.
-fn on_own_thread<S, F, G>(setup: S)
+/// `setup` binds (inside that runtime) and returns the serving future; it has
+/// run when this returns.
+fn on_own_thread<S, G>(setup: S)
 where
-    S: FnOnce() -> F + Send + 'static,
-    F: std::future::Future<Output = G>,
+    S: FnOnce() -> G + Send + 'static,
     G: std::future::Future<Output = ()>,
 {
     let (bound_tx, bound_rx) = std::sync::mpsc::channel();
@@ -49,11 +49,12 @@ where
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async move {
-            let serve = setup().await;
-            let _ = bound_tx.send(());
-            serve.await
-        })
+        let serve = {
+            let _in_runtime = rt.enter();
+            setup()
+        };
+        let _ = bound_tx.send(());
+        rt.block_on(serve)
     });
     bound_rx.recv().unwrap();
 }
@@ -78,14 +79,14 @@ async fn measure(path: Path, port: u16) -> f64 {
         });
         let s = stop.clone();
         let o = opts.clone();
-        on_own_thread(move || async move {
+        on_own_thread(move || {
             let l = SctpListener::bind(&[proxy_addr], &o).unwrap();
-            async move { proxy::serve(l, shared, async move { s.cancelled().await }).await }
+            proxy::serve(l, shared, async move { s.cancelled().await })
         });
         proxy_addr
     } else if path == Path::Relay {
         let o = opts.clone();
-        on_own_thread(move || async move {
+        on_own_thread(move || {
             let mut l = SctpListener::bind(&[proxy_addr], &o).unwrap();
             async move {
                 let mut a = l.accept().await.unwrap();

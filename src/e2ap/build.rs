@@ -1104,6 +1104,32 @@ impl SubscriptionDeleteFailure {
 /// other IEs the outer open type would otherwise reach 16 KiB.
 const SPLICE_AT: usize = 16 * 1024 - 1024;
 
+/// Build a message whose `message_ie` may be of any size: through the generated
+/// encoder when small, else encoded with an empty message and the large octets
+/// spliced in with fragmented lengths ([`splice_large_octets`]). `pdu_with`
+/// builds the PDU around a given message value.
+fn build_large(
+    header: &[u8],
+    message: &[u8],
+    header_field: &'static str,
+    message_ie: u16,
+    pdu_with: impl Fn(&[u8]) -> Result<g::E2AP_PDU, BuildError>,
+) -> Result<Bytes, BuildError> {
+    if header.len() + message.len() < SPLICE_AT {
+        return to_bytes(&pdu_with(message)?);
+    }
+    if header.len() >= SPLICE_AT {
+        return Err(BuildError::TooLarge {
+            field: header_field,
+            len: header.len(),
+        });
+    }
+    let small = codec::encode(&pdu_with(&[])?)?;
+    Ok(Bytes::from(splice_large_octets(
+        &small, message_ie, message,
+    )?))
+}
+
 impl Indication<'_> {
     /// The message as generated types, with `message` as the indication message.
     fn pdu_with(&self, message: &[u8]) -> Result<g::E2AP_PDU, BuildError> {
@@ -1181,21 +1207,13 @@ impl Indication<'_> {
 
     /// APER bytes of the message, of any size.
     pub fn build(&self) -> Result<Bytes, BuildError> {
-        if self.header.len() + self.message.len() < SPLICE_AT {
-            return to_bytes(&self.to_pdu()?);
-        }
-        if self.header.len() >= SPLICE_AT {
-            return Err(BuildError::TooLarge {
-                field: "indication.header",
-                len: self.header.len(),
-            });
-        }
-        let small = codec::encode(&self.pdu_with(&[])?)?;
-        Ok(Bytes::from(splice_large_octets(
-            &small,
-            id::RIC_INDICATION_MESSAGE,
+        build_large(
+            self.header,
             self.message,
-        )?))
+            "indication.header",
+            id::RIC_INDICATION_MESSAGE,
+            |m| self.pdu_with(m),
+        )
     }
 }
 
@@ -1263,21 +1281,13 @@ impl ControlRequest<'_> {
 
     /// APER bytes of the message, of any size.
     pub fn build(&self) -> Result<Bytes, BuildError> {
-        if self.header.len() + self.message.len() < SPLICE_AT {
-            return to_bytes(&self.to_pdu()?);
-        }
-        if self.header.len() >= SPLICE_AT {
-            return Err(BuildError::TooLarge {
-                field: "control.header",
-                len: self.header.len(),
-            });
-        }
-        let small = codec::encode(&self.pdu_with(&[])?)?;
-        Ok(Bytes::from(splice_large_octets(
-            &small,
-            id::RIC_CONTROL_MESSAGE,
+        build_large(
+            self.header,
             self.message,
-        )?))
+            "control.header",
+            id::RIC_CONTROL_MESSAGE,
+            |m| self.pdu_with(m),
+        )
     }
 }
 
