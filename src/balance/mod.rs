@@ -6,8 +6,11 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use crate::session::BackendId;
+use dashmap::DashMap;
+
+use crate::session::{BackendId, NodeId};
 
 /// One RIC pod e2lb can send E2 nodes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,11 +22,43 @@ pub struct Backend {
     pub addr: SocketAddr,
 }
 
-/// The configured backends and the round-robin cursor.
+/// The configured backends, the round-robin cursor, and which backends hold
+/// an association for which E2 node.
+///
+/// Placements exist because two associations carrying the same GlobalE2node-ID
+/// on one RIC crash it (DESIGN §2b): a node is never placed on a backend that
+/// already holds it, even while an old association of that node is closing.
 #[derive(Debug)]
 pub struct Pool {
     backends: Vec<Backend>,
     next: AtomicUsize,
+    placements: Arc<DashMap<NodeId, Vec<BackendId>>>,
+}
+
+/// A node's claim on a backend; dropping it releases the claim.
+#[derive(Debug)]
+pub struct Placement {
+    node: NodeId,
+    backend: BackendId,
+    placements: Arc<DashMap<NodeId, Vec<BackendId>>>,
+}
+
+impl Placement {
+    pub fn backend(&self) -> BackendId {
+        self.backend
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        if let Some(mut held) = self.placements.get_mut(&self.node) {
+            if let Some(i) = held.iter().position(|b| *b == self.backend) {
+                held.swap_remove(i);
+            }
+        }
+        self.placements
+            .remove_if(&self.node, |_, held| held.is_empty());
+    }
 }
 
 impl Pool {
@@ -31,6 +66,7 @@ impl Pool {
         Pool {
             backends,
             next: AtomicUsize::new(0),
+            placements: Arc::new(DashMap::new()),
         }
     }
 
@@ -40,6 +76,40 @@ impl Pool {
 
     pub fn get(&self, id: BackendId) -> Option<&Backend> {
         self.backends.iter().find(|b| b.id == id)
+    }
+
+    /// Choose a backend for `node` (round-robin, skipping `tried` and every
+    /// backend that already holds this node) and claim it, atomically with
+    /// respect to other associations of the same node.
+    pub fn place(&self, node: &NodeId, tried: &[BackendId]) -> Option<(&Backend, Placement)> {
+        let mut held = self.placements.entry(node.clone()).or_default();
+        let n = self.backends.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let chosen = (0..n)
+            .filter_map(|i| self.backends.get((start + i) % n))
+            .find(|b| !tried.contains(&b.id) && !held.contains(&b.id));
+        let Some(b) = chosen else {
+            drop(held);
+            self.placements.remove_if(node, |_, held| held.is_empty());
+            return None;
+        };
+        held.push(b.id);
+        Some((
+            b,
+            Placement {
+                node: node.clone(),
+                backend: b.id,
+                placements: self.placements.clone(),
+            },
+        ))
+    }
+
+    /// Backends currently holding an association of `node`.
+    pub fn holding(&self, node: &NodeId) -> Vec<BackendId> {
+        self.placements
+            .get(node)
+            .map(|h| h.clone())
+            .unwrap_or_default()
     }
 
     /// The next backend in round-robin order that is not in `tried`.
@@ -79,6 +149,43 @@ mod tests {
             counts[p.pick(&[]).unwrap().id.0 as usize] += 1;
         }
         assert_eq!(counts, [10, 10, 10]);
+    }
+
+    fn node(i: u8) -> NodeId {
+        NodeId(bytes::Bytes::copy_from_slice(&[i]))
+    }
+
+    #[test]
+    fn a_node_is_never_placed_twice_on_one_backend() {
+        let p = pool(2);
+        let (b1, g1) = p.place(&node(1), &[]).map(|(b, g)| (b.id, g)).unwrap();
+        let (b2, g2) = p.place(&node(1), &[]).map(|(b, g)| (b.id, g)).unwrap();
+        assert_ne!(b1, b2);
+        assert!(
+            p.place(&node(1), &[]).is_none(),
+            "both backends hold node 1"
+        );
+        // Another node is not affected.
+        assert!(p.place(&node(2), &[]).is_some());
+        drop(g1);
+        let (b3, _g3) = p.place(&node(1), &[]).map(|(b, g)| (b.id, g)).unwrap();
+        assert_eq!(b3, b1);
+        drop(g2);
+        assert_eq!(p.holding(&node(1)), vec![b1]);
+    }
+
+    #[test]
+    fn placements_are_released_completely() {
+        let p = pool(3);
+        let g = p.place(&node(7), &[BackendId(0)]).unwrap().1;
+        assert_ne!(g.backend(), BackendId(0));
+        drop(g);
+        assert!(p.holding(&node(7)).is_empty());
+        assert!(p.placements.is_empty());
+        assert!(p
+            .place(&node(7), &[BackendId(0), BackendId(1), BackendId(2)])
+            .is_none());
+        assert!(p.placements.is_empty());
     }
 
     #[test]

@@ -14,10 +14,11 @@ use tracing::{debug, field, info, info_span, warn, Instrument};
 
 use super::metrics::direction;
 use super::Shared;
-use crate::session::{BackendId, CloseReason, Event, Peer, Session, Side};
+use crate::balance::Placement;
+use crate::session::{BackendId, CloseReason, Event, NodeId, Peer, Session, Side};
 use crate::transport::{Association, AssociationExt, Connector, Error, Message};
 
-type Connecting<A> = Pin<Box<dyn Future<Output = Option<(BackendId, A)>> + Send>>;
+type Connecting<A> = Pin<Box<dyn Future<Output = Option<(BackendId, A, Placement)>> + Send>>;
 
 /// Run one association to its end.
 pub(super) async fn run<N: Association, C: Connector>(
@@ -76,7 +77,7 @@ impl<A: Association> Leg<A> {
 enum Io<A> {
     Node(Result<Option<Message>, Error>),
     Backend(Result<Option<Message>, Error>),
-    Connected(Option<(BackendId, A)>),
+    Connected(Option<(BackendId, A, Placement)>),
     SendFailed(Peer, Error),
     Timer,
     Cancelled,
@@ -86,6 +87,8 @@ enum Io<A> {
 
 struct Attached {
     id: BackendId,
+    /// This node's claim on the backend (released when the leg goes).
+    _placement: Placement,
     name: String,
     /// Per-backend message counters, [to backend, to node].
     messages: [IntCounter; 2],
@@ -186,7 +189,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
                     self.drop_backend();
                     self.session.backend_closed(t);
                 }
-                Io::Connected(Some((id, assoc))) => self.attach(t, id, assoc),
+                Io::Connected(Some((id, assoc, placement))) => self.attach(t, id, assoc, placement),
                 Io::Connected(None) => {
                     warn!("no backend could take the node: answering E2 Setup Failure with TimeToWait");
                     self.shared
@@ -323,7 +326,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
             Event::NeedBackend { node, tried } => {
                 tracing::Span::current().record("node", field::display(&node));
                 let shared = self.shared.clone();
-                self.connecting = Some(Box::pin(connect_some(shared, tried)));
+                self.connecting = Some(Box::pin(connect_some(shared, node, tried)));
             }
             Event::SetupComplete {
                 backend,
@@ -380,7 +383,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
         }
     }
 
-    fn attach(&mut self, t: Instant, id: BackendId, assoc: C::Assoc) {
+    fn attach(&mut self, t: Instant, id: BackendId, assoc: C::Assoc, placement: Placement) {
         let name = self
             .shared
             .pool
@@ -392,6 +395,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
         m.associations.with_label_values(&[&name]).inc();
         self.attached = Some(Attached {
             id,
+            _placement: placement,
             messages: [
                 m.backend_messages
                     .with_label_values(&[&name, direction(Peer::Backend)]),
@@ -482,13 +486,30 @@ impl<N: Association, C: Connector> Driver<N, C> {
     }
 }
 
-/// Connect to the first backend that answers, in the pool's order, skipping `tried`.
+/// Connect to the first backend that answers, in the pool's order, skipping
+/// `tried` and the backends that already hold this node (DESIGN §2b).
 async fn connect_some<C: Connector>(
     shared: Arc<Shared<C>>,
+    node: NodeId,
     mut tried: Vec<BackendId>,
-) -> Option<(BackendId, C::Assoc)> {
+) -> Option<(BackendId, C::Assoc, Placement)> {
     loop {
-        let b = shared.pool.pick(&tried)?.clone();
+        let Some((b, placement)) = shared.pool.place(&node, &tried) else {
+            let holding = shared.pool.holding(&node);
+            if !holding.is_empty() {
+                warn!(
+                    ?holding,
+                    "every remaining backend already holds an association of this node"
+                );
+                shared
+                    .metrics
+                    .setups
+                    .with_label_values(&["duplicate_node"])
+                    .inc();
+            }
+            return None;
+        };
+        let b = b.clone();
         shared.metrics.picks.with_label_values(&[&b.name]).inc();
         match tokio::time::timeout(
             shared.config.connect_timeout,
@@ -498,7 +519,7 @@ async fn connect_some<C: Connector>(
         {
             Ok(Ok(a)) => {
                 debug!(backend = %b.name, addr = %b.addr, "backend association open");
-                return Some((b.id, a));
+                return Some((b.id, a, placement));
             }
             Ok(Err(e)) => {
                 warn!(backend = %b.name, addr = %b.addr, error = %e, "backend connect failed")

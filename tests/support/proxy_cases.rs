@@ -466,3 +466,37 @@ pub async fn shutdown_drains_and_closes_every_association<N: Net>(net: N) {
     assert!(closed(&mut r).await);
     assert!(closed(&mut n).await);
 }
+
+/// Two associations with one GlobalE2node-ID never share a backend (a RIC
+/// crashes on that, DESIGN §2b); when every backend holds the node, the new
+/// association gets an E2 Setup Failure instead. Closing frees the backend.
+pub async fn same_node_id_never_twice_on_one_backend<N: Net>(net: N) {
+    let mut rics = vec![ric(&net, 0), ric(&net, 1)];
+    let h = start(&net, 2, ProxyConfig::default());
+    let (mut first, mut first_ric, a) = set_up(&h, &mut rics, 5).await;
+    let (_second, _second_ric, b) = set_up(&h, &mut rics, 5).await;
+    assert_ne!(a, b, "same node id placed twice on backend {a}");
+    let mut third = h.node().await;
+    third
+        .send(&Message::new(0, 0, setup_request(5)))
+        .await
+        .unwrap();
+    let r = recv(&mut third).await;
+    assert_eq!(proc_of(&r), (PduKind::Unsuccessful, procedure::E2_SETUP));
+    assert!(h
+        .metrics
+        .render()
+        .contains("e2lb_e2_setups_total{outcome=\"duplicate_node\"} 1"));
+    // The first association goes away; its backend can take the node again.
+    first.shutdown().await.unwrap();
+    assert!(closed(&mut first_ric).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    third
+        .send(&Message::new(0, 0, setup_request(5)))
+        .await
+        .unwrap();
+    let (c, mut leg) = accept_any::<N>(&mut rics).await;
+    assert_eq!(c, a);
+    assert_eq!(recv(&mut leg).await.payload, setup_request(5));
+    h.stop().await;
+}
