@@ -4,6 +4,10 @@
 //! node already tried. The Bull-and-Bear rule replaces the choice later; the
 //! pool (membership) stays apart from the choosing, as in tower's `discover`.
 
+pub mod bnb;
+pub mod load;
+pub mod snapshot;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
