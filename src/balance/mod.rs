@@ -6,6 +6,7 @@
 
 pub mod bnb;
 pub mod load;
+pub mod sim;
 pub mod snapshot;
 
 use std::net::SocketAddr;
