@@ -68,6 +68,7 @@ scenarios!(
     silent_backend_times_out_and_setup_moves_to_another,
     shutdown_drains_and_closes_every_association,
     same_node_id_never_twice_on_one_backend,
+    request_timeouts_fire_under_sustained_traffic,
 );
 
 #[tokio::test]

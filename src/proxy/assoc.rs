@@ -101,6 +101,7 @@ struct Driver<N, C: Connector> {
     backend: Option<Leg<C::Assoc>>,
     attached: Option<Attached>,
     connecting: Option<Connecting<C::Assoc>>,
+    cancel: CancellationToken,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     cancel_seen: bool,
     sleep: Pin<Box<Sleep>>,
@@ -125,7 +126,8 @@ impl<N: Association, C: Connector> Driver<N, C> {
             backend: None,
             attached: None,
             connecting: None,
-            cancelled: Box::pin(cancel.cancelled_owned()),
+            cancelled: Box::pin(cancel.clone().cancelled_owned()),
+            cancel,
             cancel_seen: false,
             sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             armed: None,
@@ -199,26 +201,35 @@ impl<N: Association, C: Connector> Driver<N, C> {
                         .inc();
                     self.session.no_backend(t);
                 }
-                Io::Timer => {
-                    if self.first_deadline.is_some_and(|d| t >= d) {
-                        warn!("no E2 Setup Request from the node in time: closing");
-                        self.first_deadline = None;
-                        self.shared
-                            .metrics
-                            .closes
-                            .with_label_values(&["first_message_timeout"])
-                            .inc();
-                        self.session.shutdown();
-                    }
-                    self.session.handle_timeout(t);
-                }
+                Io::Timer => self.on_timer(t),
                 Io::Cancelled => {
                     self.cancel_seen = true;
                     self.session.shutdown();
                 }
                 Io::Flushed => {}
             }
+            // Under sustained traffic the sleep is never polled (input is always
+            // ready first): run what is due anyway.
+            if self.armed.is_some_and(|d| t >= d) {
+                self.armed = None;
+                self.on_timer(t);
+            }
         }
+    }
+
+    /// Deadlines: the node's first message, the session's timers.
+    fn on_timer(&mut self, t: Instant) {
+        if self.first_deadline.is_some_and(|d| t >= d) {
+            warn!("no E2 Setup Request from the node in time: closing");
+            self.first_deadline = None;
+            self.shared
+                .metrics
+                .closes
+                .with_label_values(&["first_message_timeout"])
+                .inc();
+            self.session.shutdown();
+        }
+        self.session.handle_timeout(t);
     }
 
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Io<C::Assoc>> {
@@ -236,7 +247,9 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 return Poll::Ready(Io::Connected(r));
             }
         }
-        if !self.cancel_seen && self.cancelled.as_mut().poll(cx).is_ready() {
+        // A plain flag check on every pass (so shutdown is seen under load);
+        // the waker is registered only when about to sleep, below.
+        if !self.cancel_seen && self.cancel.is_cancelled() {
             return Poll::Ready(Io::Cancelled);
         }
         if self.closing.is_some() && self.queues_empty() {
@@ -263,6 +276,9 @@ impl<N: Association, C: Connector> Driver<N, C> {
         if self.armed.is_some() && self.sleep.as_mut().poll(cx).is_ready() {
             self.armed = None;
             return Poll::Ready(Io::Timer);
+        }
+        if !self.cancel_seen && self.cancelled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Io::Cancelled);
         }
         Poll::Pending
     }

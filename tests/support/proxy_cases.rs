@@ -500,3 +500,44 @@ pub async fn same_node_id_never_twice_on_one_backend<N: Net>(net: N) {
     assert_eq!(recv(&mut leg).await.payload, setup_request(5));
     h.stop().await;
 }
+
+/// Time-outs fire while traffic flows without a pause (the driver must not
+/// starve its timers behind always-ready input).
+pub async fn request_timeouts_fire_under_sustained_traffic<N: Net>(net: N) {
+    let mut rics = vec![ric(&net, 0)];
+    let mut cfg = ProxyConfig::default();
+    cfg.session.request_timeout = Duration::from_millis(200);
+    let h = start(&net, 1, cfg);
+    let (mut node, mut ric_leg, _) = set_up(&h, &mut rics, 1).await;
+    // A subscription request the node never answers.
+    ric_leg
+        .send(&Message::new(0, 70, sub_request(7)))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut node).await.payload, sub_request(7));
+    let reader = tokio::spawn(async move { while let Ok(Some(_)) = ric_leg.recv().await {} });
+    let until = tokio::time::Instant::now() + Duration::from_millis(800);
+    let mut seq = 0;
+    let mut fired_while_busy = false;
+    while tokio::time::Instant::now() < until {
+        node.send(&Message::new(0, 70, indication(1, seq, 20)))
+            .await
+            .unwrap();
+        seq += 1;
+        if seq % 64 == 0
+            && h.metrics
+                .render()
+                .contains("e2lb_request_timeouts_total{procedure=\"RICsubscription\"} 1")
+        {
+            fired_while_busy = true;
+            break;
+        }
+    }
+    assert!(
+        fired_while_busy,
+        "the request time-out did not fire during {seq} indications"
+    );
+    node.shutdown().await.unwrap();
+    let _ = reader.await;
+    h.stop().await;
+}
