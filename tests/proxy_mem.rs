@@ -1,6 +1,7 @@
 //! The association proxy end to end over the in-memory transport (the same
 //! scenarios run over kernel SCTP in `proxy_sctp`, inside the rig).
 
+#[macro_use]
 #[path = "support/proxy_cases.rs"]
 mod cases;
 #[path = "support/peers.rs"]
@@ -57,18 +58,7 @@ macro_rules! scenarios {
     )*};
 }
 
-scenarios!(
-    relays_setup_subscription_and_10k_indications_in_order_with_stream_and_ppid,
-    round_robin_places_nodes_evenly,
-    first_message_not_setup_closes_only_that_association,
-    malformed_pdu_closes_only_its_association_and_its_backend_leg,
-    node_close_closes_backend_and_backend_close_closes_node,
-    unreachable_backend_is_skipped_and_no_backend_gives_setup_failure,
-    silent_backend_times_out_and_setup_moves_to_another,
-    shutdown_drains_and_closes_every_association,
-    same_node_id_never_twice_on_one_backend,
-    request_timeouts_fire_under_sustained_traffic,
-);
+for_each_scenario!(scenarios);
 
 #[tokio::test]
 async fn slow_backend_pushes_back_on_the_node_without_loss() {

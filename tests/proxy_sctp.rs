@@ -2,6 +2,7 @@
 //! the User-Mode-Linux rig (`scripts/rig-test proxy_sctp`); on a host without
 //! SCTP each test says it skipped, unless E2LB_REQUIRE_SCTP=1 makes that fatal.
 
+#[macro_use]
 #[path = "support/proxy_cases.rs"]
 mod cases;
 #[path = "support/peers.rs"]
@@ -58,18 +59,7 @@ macro_rules! scenarios {
     )*};
 }
 
-scenarios!(
-    relays_setup_subscription_and_10k_indications_in_order_with_stream_and_ppid,
-    round_robin_places_nodes_evenly,
-    first_message_not_setup_closes_only_that_association,
-    malformed_pdu_closes_only_its_association_and_its_backend_leg,
-    node_close_closes_backend_and_backend_close_closes_node,
-    unreachable_backend_is_skipped_and_no_backend_gives_setup_failure,
-    silent_backend_times_out_and_setup_moves_to_another,
-    shutdown_drains_and_closes_every_association,
-    same_node_id_never_twice_on_one_backend,
-    request_timeouts_fire_under_sustained_traffic,
-);
+for_each_scenario!(scenarios);
 
 #[tokio::test]
 #[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]

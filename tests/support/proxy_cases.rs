@@ -16,6 +16,25 @@ use tokio_util::sync::CancellationToken;
 
 use super::peers::*;
 
+/// Invokes `$m!(name, …)` with every scenario that takes only a [`Net`], so each
+/// transport's test target instantiates all of them (the list lives here once).
+macro_rules! for_each_scenario {
+    ($m:ident) => {
+        $m!(
+            relays_setup_subscription_and_10k_indications_in_order_with_stream_and_ppid,
+            round_robin_places_nodes_evenly,
+            first_message_not_setup_closes_only_that_association,
+            malformed_pdu_closes_only_its_association_and_its_backend_leg,
+            node_close_closes_backend_and_backend_close_closes_node,
+            unreachable_backend_is_skipped_and_no_backend_gives_setup_failure,
+            silent_backend_times_out_and_setup_moves_to_another,
+            shutdown_drains_and_closes_every_association,
+            same_node_id_never_twice_on_one_backend,
+            request_timeouts_fire_under_sustained_traffic,
+        );
+    };
+}
+
 /// A network the scenarios run on: in-memory or kernel SCTP on loopback.
 pub trait Net: Clone + Send + Sync + 'static {
     type L: Listener<Assoc = Self::A>;
