@@ -13,6 +13,7 @@ pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod e2ap;
+pub mod probe;
 pub mod proxy;
 pub mod session;
 pub mod sim;

@@ -1,0 +1,18 @@
+//! Active probes of backend load figures (issue 3).
+//!
+//! Layout, pure core first:
+//! - [`expo`]: tolerant Prometheus text-exposition parser and [`Selector`]s.
+//! - [`config`]: [`ProbeConfig`], defaults matching the RIC simulator, validation.
+//! - [`state`]: [`ProbeState`] per backend (samples, age, failures, health)
+//!   and [`ProbeBook`] for a pool, fed one [`ProbeRound`] at a time.
+//! - [`error`]: [`ProbeError`], one typed reason per failed probe.
+
+pub mod config;
+pub mod error;
+pub mod expo;
+pub mod state;
+
+pub use config::{InvalidProbeConfig, MetricNames, ProbeConfig, Selectors};
+pub use error::ProbeError;
+pub use expo::Selector;
+pub use state::{Figures, HealthChange, ProbeBook, ProbeRound, ProbeSamples, ProbeState};
