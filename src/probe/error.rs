@@ -2,7 +2,7 @@
 
 /// One failed probe. Every variant counts as a failure of that backend;
 /// [`kind`](ProbeError::kind) is the bounded metric label.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProbeError {
     /// The configured URL is not `http://host[:port]/path` (TLS is not
@@ -11,13 +11,13 @@ pub enum ProbeError {
     InvalidUrl(&'static str),
     /// TCP connect failed: the endpoint is down or unreachable.
     #[error("connect failed")]
-    Connect(#[source] std::io::Error),
+    Connect(#[source] std::sync::Arc<std::io::Error>),
     /// No complete response within the per-request timeout.
     #[error("timed out")]
     Timeout,
     /// The HTTP exchange failed (connection reset, malformed response).
     #[error("HTTP exchange failed")]
-    Http(#[source] hyper::Error),
+    Http(#[source] std::sync::Arc<hyper::Error>),
     /// The server answered with a non-2xx status.
     #[error("HTTP status {0}")]
     Status(u16),
