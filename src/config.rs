@@ -51,11 +51,42 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     humantime::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+/// One SCTP endpoint: one address, or several (comma-separated in the file:
+/// `"10.0.0.1:36421,10.0.1.1:36421"`) for a multi-homed endpoint bound with
+/// `sctp_bindx`, all on one port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint(pub Vec<SocketAddr>);
+
+impl Endpoint {
+    /// The primary address (the first one written).
+    pub fn primary(&self) -> Option<SocketAddr> {
+        self.0.first().copied()
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.split(',')
+            .map(|a| a.trim().parse::<SocketAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map(Endpoint)
+            .map_err(|e| serde::de::Error::custom(format!("{e} in {s:?}")))
+    }
+}
+
 /// `[proxy]`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxySection {
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Endpoint>,
     pub out_streams: u16,
     pub in_streams: u16,
     pub max_message: usize,
@@ -81,7 +112,7 @@ impl Default for ProxySection {
         let p = ProxyConfig::default();
         let o = Options::default();
         ProxySection {
-            listen: vec![SocketAddr::from(([127, 0, 0, 1], 36421))],
+            listen: vec![Endpoint(vec![SocketAddr::from(([127, 0, 0, 1], 36421))])],
             out_streams: o.out_streams,
             in_streams: o.in_streams,
             max_message: o.max_message,
@@ -173,6 +204,15 @@ impl Config {
         let p = &self.proxy;
         if p.listen.is_empty() {
             return Err(invalid("proxy.listen", "at least one address is needed"));
+        }
+        for (i, e) in p.listen.iter().enumerate() {
+            let port = e.primary().map(|a| a.port());
+            if e.0.iter().any(|a| Some(a.port()) != port) {
+                return Err(invalid(
+                    format!("proxy.listen[{i}]"),
+                    "the addresses of a multi-homed endpoint must share one port",
+                ));
+            }
         }
         if p.out_streams == 0 {
             return Err(invalid("proxy.out_streams", "must be at least 1"));
@@ -293,6 +333,28 @@ mod tests {
         assert_eq!(c.admin, AdminSection::default());
         assert_eq!(c.log, LogSection::default());
         assert_eq!(c.backends.len(), 3);
+    }
+
+    #[test]
+    fn multi_homed_endpoints() {
+        let base = "[[backends]]\nname='a'\naddr='127.0.0.1:36421'\n";
+        let c = Config::parse(&format!(
+            "[proxy]\nlisten = ['127.0.0.1:36421, 127.0.0.2:36421', '[::1]:36421']\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(c.proxy.listen.len(), 2);
+        assert_eq!(c.proxy.listen[0].0.len(), 2);
+        assert_eq!(
+            c.proxy.listen[0].to_string(),
+            "127.0.0.1:36421,127.0.0.2:36421"
+        );
+        let e = Config::parse(&format!(
+            "[proxy]\nlisten = ['127.0.0.1:1,127.0.0.2:2']\n{base}"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("proxy.listen[0]"), "{e}");
+        let e = Config::parse(&format!("[proxy]\nlisten = ['127.0.0.1']\n{base}")).unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
     }
 
     #[test]

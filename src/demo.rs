@@ -157,7 +157,12 @@ async fn run_on<F: Fabric>(
         metrics: metrics.clone(),
     });
     let stop_proxy = CancellationToken::new();
-    let listen = cfg.proxy.listen[0];
+    let listen = cfg
+        .proxy
+        .listen
+        .first()
+        .and_then(|e| e.primary())
+        .context("proxy.listen is empty")?;
     let proxy_listener = fabric.listen(listen, &topts)?;
     let sp = stop_proxy.clone();
     let proxy_task = tokio::spawn(proxy::serve(proxy_listener, shared, async move {

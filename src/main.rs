@@ -255,9 +255,9 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             async move { admin_stop.cancelled().await },
         ));
         let mut servers = Vec::new();
-        for addr in &cfg.proxy.listen {
-            let listener = SctpListener::bind(&[*addr], &cfg.transport())
-                .with_context(|| format!("listening on {addr}"))?;
+        for endpoint in &cfg.proxy.listen {
+            let listener = SctpListener::bind(&endpoint.0, &cfg.transport())
+                .with_context(|| format!("listening on {endpoint}"))?;
             let stop = stop.clone();
             servers.push(tokio::spawn(proxy::serve(
                 listener,

@@ -47,7 +47,7 @@ async fn run_serves_nodes_exposes_metrics_and_drains_on_sigterm() {
         &cfg,
         r#"
 [proxy]
-listen = ["127.0.0.1:39421"]
+listen = ["127.0.0.1:39421,127.0.0.6:39421"]
 setup_timeout = "2s"
 drain_timeout = "2s"
 [[backends]]
@@ -99,10 +99,10 @@ listen = "127.0.0.1:39090"
     }
     assert!(ready, "e2lb run did not become ready");
 
-    // Four nodes for 3 s.
+    // Four nodes for 3 s, to the second address of the multi-homed endpoint.
     let live = NodeLive::new();
     let ncfg = NodeSimConfig {
-        target: "127.0.0.1:39421".parse().unwrap(),
+        target: "127.0.0.6:39421".parse().unwrap(),
         nodes: 4,
         class: TrafficClass::Custom {
             period: Duration::from_millis(20),
