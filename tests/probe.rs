@@ -233,6 +233,26 @@ async fn a_silent_endpoint_times_out_and_run_ticks_in_rounds() {
     }
     let _ = stop.send(());
     runner.await.expect("join run");
+
+    // A wrong path is a typed status error; a page without the figures is
+    // `NoFigures`.
+    let prober = Prober::new(ProbeConfig::default(), Source::Exposition).expect("config");
+    let wrong = |id, path: &str| {
+        Target::with_url(BackendId(id), &format!("http://{}{path}", ric.metrics_at)).expect("t")
+    };
+    let round = prober
+        .round(&[wrong(0, "/nope"), wrong(1, "/healthz")], Instant::now())
+        .await;
+    assert!(
+        matches!(round.results[0].1, Err(ProbeError::Status(404))),
+        "{:?}",
+        round.results[0].1
+    );
+    assert!(
+        matches!(round.results[1].1, Err(ProbeError::NoFigures { .. })),
+        "{:?}",
+        round.results[1].1
+    );
     hold.abort();
     ric.stop().await;
 }
