@@ -144,6 +144,8 @@ pub enum CloseReason {
     NodeClosed,
     /// The backend closed or failed (re-homing comes with the migration issue).
     BackendClosed,
+    /// The node sent nothing within the first-message time-out.
+    FirstMessageTimeout,
     /// The proxy is shutting down.
     Shutdown,
 }
@@ -154,6 +156,7 @@ impl CloseReason {
             CloseReason::NodeProtocol => "node_protocol_error",
             CloseReason::NodeClosed => "node_closed",
             CloseReason::BackendClosed => "backend_closed",
+            CloseReason::FirstMessageTimeout => "first_message_timeout",
             CloseReason::Shutdown => "shutdown",
         }
     }
@@ -179,7 +182,7 @@ pub enum Event {
     SetupTimedOut { backend: BackendId },
     /// A request → response pair completed (latency as seen at the proxy).
     Latency {
-        backend: BackendId,
+        backend: Option<BackendId>,
         procedure: Procedure,
         initiator: Initiator,
         latency: Duration,
@@ -244,7 +247,7 @@ enum State {
     /// Setup cached; the shell is choosing/connecting a backend.
     AwaitBackend,
     /// Setup sent to the backend at `sent`.
-    AwaitSetupResponse { sent: Instant },
+    AwaitSetupResponse { sent: Instant, backend: BackendId },
     /// The backend accepted the setup: relaying.
     Established,
     /// Close requested.
@@ -338,7 +341,7 @@ impl Session {
     /// The next instant at which [`Session::handle_timeout`] must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let setup = match self.state {
-            State::AwaitSetupResponse { sent } => Some(sent + self.config.setup_timeout),
+            State::AwaitSetupResponse { sent, .. } => Some(sent + self.config.setup_timeout),
             _ => None,
         };
         match (setup, self.pending.next_deadline()) {
@@ -396,7 +399,7 @@ impl Session {
                 });
                 match self.backend {
                     // A retried setup after a rejection goes to the same backend association.
-                    Some(_) => self.send_setup(now),
+                    Some(backend) => self.send_setup(now, backend),
                     None => {
                         self.state = State::AwaitBackend;
                         self.events.push_back(Event::NeedBackend {
@@ -454,7 +457,7 @@ impl Session {
             }
         };
         let (kind, proc) = (env.kind(), env.procedure());
-        if let State::AwaitSetupResponse { sent } = self.state {
+        if let State::AwaitSetupResponse { sent, backend } = self.state {
             if proc.0 != procedure::E2_SETUP || kind == PduKind::Initiating {
                 // A RIC talks first only after setup; hold nothing back from the node
                 // that it could use, but report the oddity.
@@ -464,7 +467,6 @@ impl Session {
                 });
                 self.stats.protocol_errors += 1;
             } else {
-                let backend = self.backend.unwrap_or(BackendId(u32::MAX));
                 let latency = now.saturating_duration_since(sent);
                 if kind == PduKind::Successful {
                     let accepted = env
@@ -488,7 +490,7 @@ impl Session {
                     self.events.push_back(Event::SetupRejected { backend });
                 }
                 self.events.push_back(Event::Latency {
-                    backend,
+                    backend: Some(backend),
                     procedure: proc,
                     initiator: Initiator::Node,
                     latency,
@@ -518,7 +520,7 @@ impl Session {
         }
         self.backend = Some(backend);
         self.tried.push(backend);
-        self.send_setup(now);
+        self.send_setup(now, backend);
     }
 
     /// No backend can take the node now: answer its setup with a failure that
@@ -572,6 +574,11 @@ impl Session {
         }
     }
 
+    /// The node said nothing within the time it is given for its E2 Setup.
+    pub fn first_message_timed_out(&mut self) {
+        self.close(CloseReason::FirstMessageTimeout);
+    }
+
     /// The proxy is shutting down.
     pub fn shutdown(&mut self) {
         self.close(CloseReason::Shutdown);
@@ -579,7 +586,7 @@ impl Session {
 
     /// Expire what is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let State::AwaitSetupResponse { sent } = self.state {
+        if let State::AwaitSetupResponse { sent, .. } = self.state {
             if now >= sent + self.config.setup_timeout {
                 if let Some(b) = self.backend.take() {
                     self.events.push_back(Event::SetupTimedOut { backend: b });
@@ -608,7 +615,7 @@ impl Session {
         }
     }
 
-    fn send_setup(&mut self, now: Instant) {
+    fn send_setup(&mut self, now: Instant, backend: BackendId) {
         if let Some(setup) = self.setup.as_ref() {
             self.transmits.push_back(Transmit {
                 to: Peer::Backend,
@@ -616,7 +623,7 @@ impl Session {
                 procedure: procedure::E2_SETUP,
                 kind: PduKind::Initiating,
             });
-            self.state = State::AwaitSetupResponse { sent: now };
+            self.state = State::AwaitSetupResponse { sent: now, backend };
         }
     }
 
@@ -658,7 +665,7 @@ impl Session {
                 let request = match self.pending.remove(&key) {
                     Some((since, request)) => {
                         self.events.push_back(Event::Latency {
-                            backend: self.backend.unwrap_or(BackendId(u32::MAX)),
+                            backend: self.backend,
                             procedure: proc,
                             initiator: key.initiator,
                             latency: now.saturating_duration_since(since),
