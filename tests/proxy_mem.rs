@@ -71,3 +71,82 @@ async fn slow_backend_pushes_back_on_the_node_without_loss() {
     )
     .await
 }
+
+/// Messages e2lb held for a backend that then vanished are counted as dropped
+/// (never silently), and the node's association is closed.
+#[tokio::test]
+async fn messages_queued_for_a_vanished_backend_are_counted() {
+    use e2lb::balance::{Backend, Pool};
+    use e2lb::proxy::{self, Metrics, ProxyConfig, Shared};
+    use e2lb::session::BackendId;
+    use e2lb::transport::{AssociationExt, Connector, Listener, Message};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let net = MemNet::with_queue(8);
+    let ric_addr: SocketAddr = "127.0.9.1:36421".parse().unwrap();
+    let proxy_addr: SocketAddr = "127.0.9.2:36421".parse().unwrap();
+    let mut ric_l = net.listen(ric_addr, Options::default()).unwrap();
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let shared = Arc::new(Shared {
+        config: ProxyConfig {
+            queue: 4,
+            ..ProxyConfig::default()
+        },
+        pool: Pool::new(vec![Backend {
+            id: BackendId(0),
+            name: "ric-0".into(),
+            addr: ric_addr,
+        }]),
+        connector: net.connector("127.0.9.2:0".parse().unwrap(), Options::default()),
+        metrics: metrics.clone(),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let l = net.listen(proxy_addr, Options::default()).unwrap();
+    let task = tokio::spawn(proxy::serve(l, shared, async move { s.cancelled().await }));
+
+    let mut node = net
+        .connector("10.9.0.1:0".parse().unwrap(), Options::default())
+        .connect(proxy_addr)
+        .await
+        .unwrap();
+    node.send(&Message::new(0, 70, peers::setup_request(1)))
+        .await
+        .unwrap();
+    let mut ric = ric_l.accept().await.unwrap();
+    ric.recv().await.unwrap().unwrap();
+    ric.send(&Message::new(0, 70, peers::setup_response()))
+        .await
+        .unwrap();
+    node.recv().await.unwrap().unwrap();
+    // The RIC stops reading: fill its link (8) and e2lb's queue (4).
+    for seq in 0..16 {
+        let m = Message::new(0, 70, peers::indication(1, seq, 10));
+        if tokio::time::timeout(Duration::from_millis(200), node.send(&m))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(ric); // the backend vanishes with messages still queued in e2lb
+    let closed = tokio::time::timeout(Duration::from_secs(5), node.recv())
+        .await
+        .unwrap();
+    assert!(
+        matches!(closed, Ok(None) | Err(_)),
+        "node association closed"
+    );
+    let text = metrics.render();
+    let dropped: u64 = text
+        .lines()
+        .find(|l| l.starts_with("e2lb_messages_dropped_total{to=\"backend\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(dropped >= 1, "{text}");
+    stop.cancel();
+    task.await.unwrap();
+}

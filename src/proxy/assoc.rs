@@ -183,6 +183,9 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 Io::SendFailed(Peer::Node, e) => {
                     self.transport_error(Side::Node, &e);
                     self.node.eof = true;
+                    self.shared
+                        .metrics
+                        .dropped(Peer::Node, self.node.queue.len());
                     self.node.queue.clear();
                     self.session.node_closed();
                 }
@@ -222,12 +225,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
         if self.first_deadline.is_some_and(|d| t >= d) {
             warn!("no E2 Setup Request from the node in time: closing");
             self.first_deadline = None;
-            self.shared
-                .metrics
-                .closes
-                .with_label_values(&["first_message_timeout"])
-                .inc();
-            self.session.shutdown();
+            self.session.first_message_timed_out();
         }
         self.session.handle_timeout(t);
     }
@@ -317,11 +315,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
                             procedure = t.procedure,
                             "message for a backend that is gone: dropped"
                         );
-                        self.shared
-                            .metrics
-                            .closes
-                            .with_label_values(&["dropped_no_backend"])
-                            .inc();
+                        self.shared.metrics.dropped(Peer::Backend, 1);
                         continue;
                     }
                 },
@@ -441,6 +435,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
                     lost = leg.queue.len(),
                     "messages queued for a failed backend were not delivered"
                 );
+                self.shared.metrics.dropped(Peer::Backend, leg.queue.len());
             }
             if !leg.eof {
                 tokio::spawn(async move {
@@ -495,6 +490,16 @@ impl<N: Association, C: Connector> Driver<N, C> {
             }
         }
         self.drop_backend();
+        if !self.node.queue.is_empty() {
+            // The drain time-out expired before the node took everything.
+            warn!(
+                lost = self.node.queue.len(),
+                "messages for the node were not delivered"
+            );
+            self.shared
+                .metrics
+                .dropped(Peer::Node, self.node.queue.len());
+        }
         if !self.node.eof {
             let _ = tokio::time::timeout(timeout, self.node.assoc.shutdown()).await;
         }

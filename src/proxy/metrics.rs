@@ -51,6 +51,7 @@ pub struct Metrics {
     pub setups: IntCounterVec,
     pub transport_errors: IntCounterVec,
     pub picks: IntCounterVec,
+    pub dropped: IntCounterVec,
 }
 
 fn dir_index(to: Peer) -> usize {
@@ -185,6 +186,13 @@ impl Metrics {
             ),
             &["backend"],
         )?;
+        let dropped = IntCounterVec::new(
+            Opts::new(
+                "e2lb_messages_dropped_total",
+                "Messages e2lb accepted but could not deliver, by the leg they were for",
+            ),
+            &["to"],
+        )?;
         for c in [
             Box::new(fwd) as Box<dyn prometheus::core::Collector>,
             Box::new(bytes_v),
@@ -202,6 +210,7 @@ impl Metrics {
             Box::new(setups.clone()),
             Box::new(transport_errors.clone()),
             Box::new(picks.clone()),
+            Box::new(dropped.clone()),
         ] {
             registry.register(c)?;
         }
@@ -223,6 +232,7 @@ impl Metrics {
             setups,
             transport_errors,
             picks,
+            dropped,
         })
     }
 
@@ -234,6 +244,17 @@ impl Metrics {
             c.inc();
         }
         self.bytes[d].inc_by(bytes as u64);
+    }
+
+    /// Count messages that were queued for `to` and will never be delivered.
+    pub fn dropped(&self, to: Peer, n: usize) {
+        if n > 0 {
+            let label = match to {
+                Peer::Node => "node",
+                Peer::Backend => "backend",
+            };
+            self.dropped.with_label_values(&[label]).inc_by(n as u64);
+        }
     }
 
     pub fn latency(&self, backend: &str, procedure: Procedure, initiator: Initiator) -> Histogram {
