@@ -69,16 +69,15 @@ async fn proxied(net: &MemNet) -> Path {
     let proxy_l = net
         .listen("127.0.0.1:36421".parse().unwrap(), Options::default())
         .unwrap();
-    let shared = Arc::new(Shared {
-        config: ProxyConfig::default(),
-        pool: Pool::new(vec![Backend {
-            id: BackendId(0),
-            name: "ric-0".into(),
-            addr: ric_addr,
-        }]),
-        connector: net.connector("127.0.0.1:0".parse().unwrap(), Options::default()),
-        metrics: Arc::new(Metrics::new().unwrap()),
-    });
+    let shared = Arc::new(
+        Shared::new(
+            ProxyConfig::default(),
+            Pool::new(vec![Backend::new(0, "ric-0", ric_addr)]),
+            net.connector("127.0.0.1:0".parse().unwrap(), Options::default()),
+            Arc::new(Metrics::new().unwrap()),
+        )
+        .unwrap(),
+    );
     tokio::spawn(proxy::serve(proxy_l, shared, std::future::pending()));
     let mut node = net
         .connector("10.0.0.2:0".parse().unwrap(), Options::default())

@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::balance::Backend;
+use crate::balance::bnb::{BnbConfig, InvalidBnb};
+use crate::balance::live::BalanceSettings;
+use crate::balance::load::{Limits, LoadModel, Thresholds, Weights};
+use crate::balance::{Backend, LatencyConfig};
+use crate::probe::{MetricNames, ProbeConfig, Prober, PromqlConfig, Source, Target};
 use crate::proxy::ProxyConfig;
 use crate::session::{BackendId, SessionConfig, TimeToWait};
 use crate::transport::Options;
@@ -135,6 +139,180 @@ impl Default for ProxySection {
 pub struct BackendSection {
     pub name: String,
     pub addr: SocketAddr,
+    /// Metrics URL probed for CPU and processing time. Default (when
+    /// `[probe] enabled`): `http://<addr's host>:<probe.metrics_port><probe.metrics_path>`.
+    #[serde(default)]
+    pub metrics: Option<String>,
+}
+
+/// `[balance]`: the Bull-and-Bear rule.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalanceSection {
+    pub weight_cpu: f64,
+    pub weight_latency: f64,
+    pub weight_proc_time: f64,
+    pub weight_in_flight: f64,
+    pub cpu_max: f64,
+    #[serde(deserialize_with = "duration")]
+    pub latency_max: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub proc_time_max: Duration,
+    pub in_flight_max: u32,
+    pub associations_max: u32,
+    pub threshold_c: f64,
+    pub threshold_cpu: f64,
+    pub threshold_latency: f64,
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
+    pub exit_c: f64,
+    pub exit_cpu: f64,
+    pub exit_latency: f64,
+    #[serde(deserialize_with = "duration")]
+    pub hold: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub settle: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub publish_interval: Duration,
+    pub latency_ewma: f64,
+    #[serde(deserialize_with = "duration")]
+    pub latency_window: Duration,
+    pub decisions: usize,
+}
+
+impl Default for BalanceSection {
+    fn default() -> Self {
+        let m = LoadModel::default();
+        let b = BnbConfig::default();
+        let s = BalanceSettings::default();
+        let l = LatencyConfig::default();
+        BalanceSection {
+            weight_cpu: m.weights.cpu,
+            weight_latency: m.weights.latency,
+            weight_proc_time: m.weights.proc_time,
+            weight_in_flight: m.weights.in_flight,
+            cpu_max: m.limits.cpu_max,
+            latency_max: m.limits.latency_max,
+            proc_time_max: m.limits.proc_time_max,
+            in_flight_max: m.limits.in_flight_max,
+            associations_max: m.limits.associations_max,
+            threshold_c: m.thresholds.c,
+            threshold_cpu: m.thresholds.cpu,
+            threshold_latency: m.thresholds.latency,
+            max_age: m.max_age,
+            exit_c: b.exit_c,
+            exit_cpu: b.exit_cpu,
+            exit_latency: b.exit_latency,
+            hold: b.hold,
+            settle: b.settle,
+            publish_interval: s.publish_interval,
+            latency_ewma: l.alpha,
+            latency_window: l.window,
+            decisions: s.decisions,
+        }
+    }
+}
+
+/// Where probe figures come from.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeSource {
+    /// GET each backend's metrics URL (Prometheus text exposition).
+    #[default]
+    Exposition,
+    /// PromQL instant queries against `[probe.promql] url`.
+    Promql,
+}
+
+/// `[probe.promql]`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromqlSection {
+    pub url: String,
+    pub label: String,
+    pub value: String,
+    pub cpu: String,
+    pub proc_time: String,
+    pub latency: String,
+}
+
+impl Default for PromqlSection {
+    fn default() -> Self {
+        let p = PromqlConfig::default();
+        PromqlSection {
+            url: p.base_url,
+            label: p.label,
+            value: p.value_template,
+            cpu: p.cpu.unwrap_or_default(),
+            proc_time: p.proc_time.unwrap_or_default(),
+            latency: p.latency.unwrap_or_default(),
+        }
+    }
+}
+
+/// `[probe]`: active probes of backend load figures.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeSection {
+    pub enabled: bool,
+    pub source: ProbeSource,
+    #[serde(deserialize_with = "duration")]
+    pub tick: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    pub unhealthy_after: u32,
+    pub max_body: usize,
+    pub metrics_port: u16,
+    pub metrics_path: String,
+    pub cpu: String,
+    pub proc_time: String,
+    pub latency: String,
+    pub promql: PromqlSection,
+}
+
+impl Default for ProbeSection {
+    fn default() -> Self {
+        let p = ProbeConfig::default();
+        ProbeSection {
+            enabled: true,
+            source: ProbeSource::Exposition,
+            tick: p.tick,
+            timeout: p.timeout,
+            unhealthy_after: p.unhealthy_after,
+            max_body: p.max_body,
+            metrics_port: 8080,
+            metrics_path: "/metrics".into(),
+            cpu: p.metrics.cpu.unwrap_or_default(),
+            proc_time: p.metrics.proc_time.unwrap_or_default(),
+            latency: p.metrics.latency.unwrap_or_default(),
+            promql: PromqlSection::default(),
+        }
+    }
+}
+
+fn nonempty(s: &str) -> Option<String> {
+    (!s.trim().is_empty()).then(|| s.trim().to_owned())
+}
+
+/// The configuration key of a balancer field named by its validator.
+fn balance_key(field: &str) -> String {
+    let key = match field {
+        "weights.cpu" => "weight_cpu",
+        "weights.latency" => "weight_latency",
+        "weights.proc_time" => "weight_proc_time",
+        "weights.in_flight" => "weight_in_flight",
+        "weights" => "weight_*",
+        "limits.cpu_max" => "cpu_max",
+        "limits.latency_max" => "latency_max",
+        "limits.proc_time_max" => "proc_time_max",
+        "limits.in_flight_max" => "in_flight_max",
+        "limits.associations_max" => "associations_max",
+        "thresholds.c" => "threshold_c",
+        "thresholds.cpu" => "threshold_cpu",
+        "thresholds.latency" => "threshold_latency",
+        other => other,
+    };
+    format!("balance.{key}")
 }
 
 /// `[admin]`.
@@ -168,11 +346,13 @@ impl Default for LogSection {
 }
 
 /// The whole file.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub proxy: ProxySection,
     pub backends: Vec<BackendSection>,
+    pub balance: BalanceSection,
+    pub probe: ProbeSection,
     pub admin: AdminSection,
     pub log: LogSection,
 }
@@ -277,8 +457,147 @@ impl Config {
                     "port 0 is not a backend address",
                 ));
             }
+            if let Some(url) = &b.metrics {
+                if Target::with_url(BackendId(0), url).is_err() {
+                    return Err(invalid(
+                        format!("backends[{i}].metrics"),
+                        "must be an http:// URL with a host and port",
+                    ));
+                }
+            }
+        }
+        self.balance_settings()?;
+        self.prober()?;
+        let b = &self.balance;
+        if b.publish_interval.is_zero() || b.publish_interval > Duration::from_secs(10) {
+            return Err(invalid(
+                "balance.publish_interval",
+                "must be more than 0 and at most 10s",
+            ));
+        }
+        if !(b.latency_ewma > 0.0 && b.latency_ewma <= 1.0) {
+            return Err(invalid("balance.latency_ewma", "must be in (0, 1]"));
+        }
+        if b.latency_window.is_zero() {
+            return Err(invalid("balance.latency_window", "must be more than 0"));
+        }
+        if self.probe.metrics_port == 0 {
+            return Err(invalid("probe.metrics_port", "must not be 0"));
+        }
+        if !self.probe.metrics_path.starts_with('/') {
+            return Err(invalid("probe.metrics_path", "must start with '/'"));
         }
         Ok(())
+    }
+
+    /// The Bull-and-Bear settings, validated (errors name the `[balance]` key).
+    pub fn balance_settings(&self) -> Result<BalanceSettings, ConfigError> {
+        let b = &self.balance;
+        let model = LoadModel {
+            weights: Weights {
+                cpu: b.weight_cpu,
+                latency: b.weight_latency,
+                proc_time: b.weight_proc_time,
+                in_flight: b.weight_in_flight,
+            },
+            limits: Limits {
+                cpu_max: b.cpu_max,
+                latency_max: b.latency_max,
+                proc_time_max: b.proc_time_max,
+                in_flight_max: b.in_flight_max,
+                associations_max: b.associations_max,
+            },
+            thresholds: Thresholds {
+                c: b.threshold_c,
+                cpu: b.threshold_cpu,
+                latency: b.threshold_latency,
+            },
+            max_age: b.max_age,
+        };
+        let bnb = BnbConfig {
+            exit_c: b.exit_c,
+            exit_cpu: b.exit_cpu,
+            exit_latency: b.exit_latency,
+            hold: b.hold,
+            settle: b.settle,
+        };
+        if let Err(e) = crate::balance::bnb::Balancer::new(model, bnb) {
+            let (field, bound) = match e {
+                InvalidBnb::Model(m) => (m.field, m.bound),
+                InvalidBnb::Config { field, bound } => (field, bound),
+            };
+            return Err(invalid(balance_key(field), bound));
+        }
+        Ok(BalanceSettings {
+            model,
+            bnb,
+            publish_interval: b.publish_interval,
+            decisions: b.decisions,
+            unhealthy_after: self.probe.unhealthy_after,
+        })
+    }
+
+    /// How measured latency is summarised.
+    pub fn latency(&self) -> LatencyConfig {
+        LatencyConfig {
+            alpha: self.balance.latency_ewma,
+            window: self.balance.latency_window,
+        }
+    }
+
+    /// The prober (`None` when `[probe] enabled = false`), validated.
+    pub fn prober(&self) -> Result<Option<Prober>, ConfigError> {
+        let p = &self.probe;
+        if !p.enabled {
+            return Ok(None);
+        }
+        let cfg = ProbeConfig {
+            metrics: MetricNames {
+                cpu: nonempty(&p.cpu),
+                proc_time: nonempty(&p.proc_time),
+                latency: nonempty(&p.latency),
+            },
+            tick: p.tick,
+            timeout: p.timeout,
+            unhealthy_after: p.unhealthy_after,
+            max_age: self.balance.max_age,
+            max_body: p.max_body,
+        };
+        let source = match p.source {
+            ProbeSource::Exposition => Source::Exposition,
+            ProbeSource::Promql => Source::Promql(PromqlConfig {
+                base_url: p.promql.url.clone(),
+                cpu: nonempty(&p.promql.cpu),
+                proc_time: nonempty(&p.promql.proc_time),
+                latency: nonempty(&p.promql.latency),
+                label: p.promql.label.clone(),
+                value_template: p.promql.value.clone(),
+            }),
+        };
+        Prober::new(cfg, source).map(Some).map_err(|e| {
+            let key = match e.field {
+                "max_age" => "balance.max_age".to_owned(),
+                f => format!("probe.{}", f.strip_prefix("metrics.").unwrap_or(f)),
+            };
+            invalid(key, e.bound)
+        })
+    }
+
+    /// The metrics URL probed for backend `b` (None when probing is off).
+    pub fn metrics_url(&self, b: &BackendSection) -> Option<String> {
+        if !self.probe.enabled {
+            return None;
+        }
+        Some(b.metrics.clone().unwrap_or_else(|| {
+            let host = match b.addr.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            };
+            format!(
+                "http://{host}:{}{}",
+                self.probe.metrics_port, self.probe.metrics_path
+            )
+        }))
     }
 
     /// Transport options for both legs.
@@ -317,6 +636,7 @@ impl Config {
                 id: BackendId(i as u32),
                 name: b.name.clone(),
                 addr: b.addr,
+                metrics: self.metrics_url(b),
             })
             .collect()
     }
@@ -332,7 +652,14 @@ mod tests {
         assert_eq!(c.proxy, ProxySection::default());
         assert_eq!(c.admin, AdminSection::default());
         assert_eq!(c.log, LogSection::default());
+        assert_eq!(c.balance, BalanceSection::default());
+        assert_eq!(c.probe, ProbeSection::default());
         assert_eq!(c.backends.len(), 3);
+        assert_eq!(
+            c.backends()[1].metrics.as_deref(),
+            Some("http://127.0.1.2:8080/metrics")
+        );
+        assert!(c.prober().unwrap().is_some());
     }
 
     #[test]
@@ -380,5 +707,55 @@ mod tests {
         assert!(e.to_string().contains("backends"), "{e}");
         let e = Config::parse(&format!("[proxy]\nconnect_timeout = 'soon'\n{base}")).unwrap_err();
         assert!(e.to_string().contains("connect_timeout"), "{e}");
+    }
+
+    #[test]
+    fn balance_and_probe_keys_are_named() {
+        let base = "[[backends]]\nname='a'\naddr='127.0.0.1:36421'\n";
+        for (section, bad, key) in [
+            ("balance", "weight_cpu = -1.0", "balance.weight_cpu"),
+            ("balance", "threshold_c = 1.5", "balance.threshold_c"),
+            ("balance", "latency_max = '0s'", "balance.latency_max"),
+            ("balance", "exit_c = 0.9", "balance.exit_c"),
+            ("balance", "max_age = '100ms'", "balance.max_age"),
+            ("balance", "latency_ewma = 0.0", "balance.latency_ewma"),
+            (
+                "balance",
+                "publish_interval = '0s'",
+                "balance.publish_interval",
+            ),
+            ("probe", "timeout = '5s'", "probe.timeout"),
+            ("probe", "cpu = 'bad name'", "probe.cpu"),
+            ("probe", "unhealthy_after = 0", "probe.unhealthy_after"),
+            ("probe", "metrics_path = 'metrics'", "probe.metrics_path"),
+            (
+                "probe",
+                "source = 'promql'\n[probe.promql]\nurl = 'ftp://x'",
+                "probe.promql.base_url",
+            ),
+        ] {
+            let e = Config::parse(&format!("[{section}]\n{bad}\n{base}")).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
+        let e = Config::parse("[[backends]]\nname='a'\naddr='127.0.0.1:36421'\nmetrics='nope'\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("backends[0].metrics"), "{e}");
+    }
+
+    #[test]
+    fn metrics_urls() {
+        let c = Config::parse(
+            "[probe]\nmetrics_port = 9100\n[[backends]]\nname='a'\naddr='[::1]:36421'\n\
+             [[backends]]\nname='b'\naddr='127.0.0.1:36422'\nmetrics='http://10.0.0.1:1/m'\n",
+        )
+        .unwrap();
+        let b = c.backends();
+        assert_eq!(b[0].metrics.as_deref(), Some("http://[::1]:9100/metrics"));
+        assert_eq!(b[1].metrics.as_deref(), Some("http://10.0.0.1:1/m"));
+        let c =
+            Config::parse("[probe]\nenabled = false\n[[backends]]\nname='a'\naddr='127.0.0.1:1'\n")
+                .unwrap();
+        assert_eq!(c.backends()[0].metrics, None);
+        assert!(c.prober().unwrap().is_none());
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::balance::Pool;
+use crate::balance::{live, Backend, Pool};
 use crate::config::Config;
 use crate::proxy::{self, Metrics, Shared};
 use crate::sim::{
@@ -141,6 +141,15 @@ async fn run_on<F: Fabric>(
             requestor_id: 100 + i as u16,
             ..RicSimConfig::default()
         };
+        if let Some(addr) = metrics_addr(b)? {
+            let l = crate::sim::bind_metrics(addr)
+                .await
+                .with_context(|| format!("serving {}'s metrics on {addr}", b.name))?;
+            let stop = stop_rics.clone();
+            tokio::spawn(crate::sim::serve_metrics_on(l, live.clone(), async move {
+                stop.cancelled().await
+            }));
+        }
         let stop = stop_rics.clone();
         let task = tokio::spawn(run_ric(listener, rcfg, live.clone(), async move {
             stop.cancelled().await
@@ -150,13 +159,22 @@ async fn run_on<F: Fabric>(
 
     // e2lb itself.
     let metrics = Arc::new(Metrics::new()?);
-    let shared = Arc::new(Shared {
-        config: cfg.proxy(),
-        pool: Pool::new(backends.clone()),
-        connector: fabric.connector(&topts),
-        metrics: metrics.clone(),
-    });
+    let shared = Arc::new(Shared::with_balance(
+        cfg.proxy(),
+        Arc::new(Pool::with_latency(backends.clone(), cfg.latency())),
+        cfg.balance_settings()?,
+        fabric.connector(&topts),
+        metrics.clone(),
+    )?);
     let stop_proxy = CancellationToken::new();
+    let sp = stop_proxy.clone();
+    let balance_task = tokio::spawn(live::run(
+        shared.balance.clone(),
+        shared.pool.clone(),
+        cfg.prober()?,
+        async move { sp.cancelled().await },
+    ));
+    let balance = shared.balance.clone();
     let listen = cfg
         .proxy
         .listen
@@ -165,14 +183,18 @@ async fn run_on<F: Fabric>(
         .context("proxy.listen is empty")?;
     let proxy_listener = fabric.listen(listen, &topts)?;
     let sp = stop_proxy.clone();
-    let proxy_task = tokio::spawn(proxy::serve(proxy_listener, shared, async move {
+    let proxy_task = tokio::spawn(proxy::serve(proxy_listener, shared.clone(), async move {
         sp.cancelled().await
     }));
     let admin_task = if opts.admin {
-        let state = Arc::new(crate::admin::AdminState {
-            metrics: metrics.clone(),
-            ready: std::sync::atomic::AtomicBool::new(true),
-        });
+        let state = crate::admin::AdminState::new(
+            metrics.clone(),
+            shared.pool.clone(),
+            shared.balance.clone(),
+            shared.associations.clone(),
+        );
+        state.ready.store(true, Relaxed);
+        let state = Arc::new(state);
         match crate::admin::bind(cfg.admin.listen).await {
             Ok(l) => {
                 let sp = stop_proxy.clone();
@@ -235,24 +257,29 @@ async fn run_on<F: Fabric>(
                 if tty {
                     table.push_str(&format!("\x1b[{}A\x1b[J", rics.len() + 2).repeat(usize::from(started.elapsed() > Duration::from_millis(1500))));
                 }
+                let view = balance.view();
                 table.push_str(&format!(
-                    "t={:>4.0}s  nodes up {:>3}  subs {:>4}  sent {:>9}\n  {:<8} {:>6} {:>10} {:>9}\n",
+                    "t={:>4.0}s  nodes up {:>3}  subs {:>4}  sent {:>9}  balancer {}\n  {:<8} {:>6} {:>10} {:>9} {:>6} {:>6}\n",
                     started.elapsed().as_secs_f64(),
                     node_live.setups_ok.load(Relaxed),
                     node_live.subscriptions.load(Relaxed),
                     node_live.indications_sent.load(Relaxed),
-                    "backend", "assocs", "ind/s", "in-flight"
+                    view.balancer.mode().as_str(),
+                    "backend", "assocs", "ind/s", "in-flight", "C", "CPU"
                 ));
                 for (i, (name, live, _)) in rics.iter().enumerate() {
                     let now = live.indications.load(Relaxed);
                     let rate = now - last[i];
                     last[i] = now;
+                    let (c, cpu) = score_of(&view, &shared.pool, name);
                     table.push_str(&format!(
-                        "  {:<8} {:>6} {:>10} {:>9}\n",
+                        "  {:<8} {:>6} {:>10} {:>9} {:>6} {:>6}\n",
                         name,
                         metrics.associations.with_label_values(&[name]).get(),
                         rate,
                         metrics.in_flight.with_label_values(&[name]).get(),
+                        c,
+                        cpu,
                     ));
                 }
                 write!(out, "{table}")?;
@@ -264,6 +291,7 @@ async fn run_on<F: Fabric>(
     // Drain done inside run_nodes; stop the proxy, then the RICs, and collect.
     stop_proxy.cancel();
     let _ = proxy_task.await;
+    let _ = balance_task.await;
     if let Some(t) = admin_task {
         let _ = t.await;
     }
@@ -323,6 +351,37 @@ async fn run_on<F: Fabric>(
         summary.sent, summary.received, summary.lost, summary.gaps, summary.duplicates, summary.out_of_order
     )?;
     Ok(summary)
+}
+
+/// Where a simulated RIC serves the metrics URL its backend entry names.
+fn metrics_addr(b: &Backend) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(url) = b.metrics.as_deref() else {
+        return Ok(None);
+    };
+    let t = crate::probe::Target::with_url(b.id, url)
+        .map_err(|e| anyhow::anyhow!("metrics URL {url} of {}: {e}", b.name))?;
+    let host = t.host().trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host
+        .parse()
+        .with_context(|| format!("the demo serves metrics on IP addresses; {url} names {host}"))?;
+    Ok(Some(SocketAddr::new(ip, t.port())))
+}
+
+/// `C` and fresh CPU of one backend in the published view, formatted.
+fn score_of(view: &live::View, pool: &Pool, name: &str) -> (String, String) {
+    let Some(m) = pool.find(name) else {
+        return ("-".into(), "-".into());
+    };
+    let snap = &view.snapshot;
+    let Some(i) = snap.index_of(m.id()) else {
+        return ("-".into(), "-".into());
+    };
+    let s = &snap.scores()[i];
+    let cpu = match s.cpu_source {
+        crate::balance::load::CpuSource::Probed => format!("{:.0}%", s.cpu * 100.0),
+        crate::balance::load::CpuSource::Associations => "stale".into(),
+    };
+    (format!("{:.2}", s.c), cpu)
 }
 
 /// Re-run the current command inside the UML rig (kernel SCTP in a guest).

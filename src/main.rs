@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use e2lb::admin::{self, AdminState};
 use std::net::SocketAddr;
@@ -231,17 +231,30 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     require_kernel_sctp()?;
     runtime()?.block_on(async move {
         let metrics = Arc::new(Metrics::new()?);
-        let shared = Arc::new(Shared {
-            config: cfg.proxy(),
-            pool: Pool::new(cfg.backends()),
-            connector: SctpConnector::new(cfg.transport()),
+        let shared = Arc::new(Shared::with_balance(
+            cfg.proxy(),
+            Arc::new(Pool::with_latency(cfg.backends(), cfg.latency())),
+            cfg.balance_settings()?,
+            SctpConnector::new(cfg.transport()),
             metrics,
-        });
+        )?);
         let stop = tokio_util::sync::CancellationToken::new();
-        let admin_state = Arc::new(AdminState {
-            metrics: shared.metrics.clone(),
-            ready: AtomicBool::new(false),
-        });
+        let balance_stop = stop.clone();
+        let balance_task = tokio::spawn(e2lb::balance::live::run(
+            shared.balance.clone(),
+            shared.pool.clone(),
+            cfg.prober()?,
+            async move { balance_stop.cancelled().await },
+        ));
+        let admin_state = Arc::new(
+            AdminState::new(
+                shared.metrics.clone(),
+                shared.pool.clone(),
+                shared.balance.clone(),
+                shared.associations.clone(),
+            )
+            .with_default_metrics(cfg.probe.metrics_port, cfg.probe.metrics_path.clone()),
+        );
         let admin_listener = admin::bind(cfg.admin.listen).await.with_context(|| {
             format!(
                 "binding the admin address {} ([admin] listen)",
@@ -273,6 +286,7 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             let _ = s.await;
         }
         let _ = admin_task.await;
+        let _ = balance_task.await;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

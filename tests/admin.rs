@@ -1,10 +1,12 @@
 //! The admin HTTP routes over a real TCP socket on loopback.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use e2lb::admin::{self, AdminState};
-use e2lb::proxy::Metrics;
+use e2lb::balance::live::{BalanceSettings, LiveBalancer};
+use e2lb::balance::{Backend, Pool};
+use e2lb::proxy::{AssocTable, Metrics};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -26,10 +28,26 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 async fn routes_answer() {
     let metrics = Arc::new(Metrics::new().unwrap());
     metrics.associations_total.inc();
-    let state = Arc::new(AdminState {
+    let pool = Arc::new(Pool::new(vec![Backend::new(
+        0,
+        "ric-0",
+        "127.0.0.1:36421".parse().unwrap(),
+    )]));
+    let live = Arc::new(
+        LiveBalancer::new(
+            BalanceSettings::default(),
+            &pool,
+            &metrics.registry,
+            std::time::Instant::now(),
+        )
+        .unwrap(),
+    );
+    let state = Arc::new(AdminState::new(
         metrics,
-        ready: AtomicBool::new(false),
-    });
+        pool,
+        live,
+        Arc::new(AssocTable::new()),
+    ));
     let l = admin::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = l.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();

@@ -78,7 +78,6 @@ async fn slow_backend_pushes_back_on_the_node_without_loss() {
 async fn messages_queued_for_a_vanished_backend_are_counted() {
     use e2lb::balance::{Backend, Pool};
     use e2lb::proxy::{self, Metrics, ProxyConfig, Shared};
-    use e2lb::session::BackendId;
     use e2lb::transport::{AssociationExt, Connector, Listener, Message};
     use std::sync::Arc;
     use std::time::Duration;
@@ -88,19 +87,18 @@ async fn messages_queued_for_a_vanished_backend_are_counted() {
     let proxy_addr: SocketAddr = "127.0.9.2:36421".parse().unwrap();
     let mut ric_l = net.listen(ric_addr, Options::default()).unwrap();
     let metrics = Arc::new(Metrics::new().unwrap());
-    let shared = Arc::new(Shared {
-        config: ProxyConfig {
-            queue: 4,
-            ..ProxyConfig::default()
-        },
-        pool: Pool::new(vec![Backend {
-            id: BackendId(0),
-            name: "ric-0".into(),
-            addr: ric_addr,
-        }]),
-        connector: net.connector("127.0.9.2:0".parse().unwrap(), Options::default()),
-        metrics: metrics.clone(),
-    });
+    let shared = Arc::new(
+        Shared::new(
+            ProxyConfig {
+                queue: 4,
+                ..ProxyConfig::default()
+            },
+            Pool::new(vec![Backend::new(0, "ric-0", ric_addr)]),
+            net.connector("127.0.9.2:0".parse().unwrap(), Options::default()),
+            metrics.clone(),
+        )
+        .unwrap(),
+    );
     let stop = tokio_util::sync::CancellationToken::new();
     let s = stop.clone();
     let l = net.listen(proxy_addr, Options::default()).unwrap();

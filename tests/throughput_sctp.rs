@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use e2lb::balance::{Backend, Pool};
 use e2lb::proxy::{self, Metrics, ProxyConfig, Shared};
-use e2lb::session::BackendId;
 use e2lb::transport::sctp::{SctpConnector, SctpListener};
 use e2lb::transport::{AssociationExt, Connector, Listener, Message, Options};
 use tokio_util::sync::CancellationToken;
@@ -67,16 +66,15 @@ async fn measure(path: Path, port: u16) -> f64 {
     let mut ric_l = SctpListener::bind(&[ric_addr], &opts).unwrap();
     let stop = CancellationToken::new();
     let target = if through_proxy {
-        let shared = Arc::new(Shared {
-            config: ProxyConfig::default(),
-            pool: Pool::new(vec![Backend {
-                id: BackendId(0),
-                name: "ric-0".into(),
-                addr: ric_addr,
-            }]),
-            connector: SctpConnector::new(opts.clone()),
-            metrics: Arc::new(Metrics::new().unwrap()),
-        });
+        let shared = Arc::new(
+            Shared::new(
+                ProxyConfig::default(),
+                Pool::new(vec![Backend::new(0, "ric-0", ric_addr)]),
+                SctpConnector::new(opts.clone()),
+                Arc::new(Metrics::new().unwrap()),
+            )
+            .unwrap(),
+        );
         let s = stop.clone();
         let o = opts.clone();
         on_own_thread(move || {

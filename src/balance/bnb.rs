@@ -247,8 +247,14 @@ impl Balancer {
             }
         }
         let t = &model.thresholds;
-        if config.exit_c > t.c || config.exit_cpu > t.cpu || config.exit_latency > t.latency {
-            return bad("exit_*", "must not exceed the entry threshold");
+        for (field, exit, entry) in [
+            ("exit_c", config.exit_c, t.c),
+            ("exit_cpu", config.exit_cpu, t.cpu),
+            ("exit_latency", config.exit_latency, t.latency),
+        ] {
+            if exit > entry {
+                return bad(field, "must not exceed the entry threshold");
+            }
         }
         Ok(Balancer {
             model,

@@ -250,7 +250,7 @@ fn config_validation() {
     assert!(matches!(
         Balancer::new(LoadModel::default(), bad),
         Err(InvalidBnb::Config {
-            field: "exit_*",
+            field: "exit_c",
             ..
         })
     ));

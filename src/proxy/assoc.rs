@@ -13,12 +13,13 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, field, info, info_span, warn, Instrument};
 
 use super::metrics::direction;
+use super::table::Registered;
 use super::Shared;
-use crate::balance::Placement;
+use crate::balance::{Homed, Member, Placement};
 use crate::session::{BackendId, CloseReason, Event, NodeId, Peer, Session, Side};
 use crate::transport::{Association, AssociationExt, Connector, Error, Message};
 
-type Connecting<A> = Pin<Box<dyn Future<Output = Option<(BackendId, A, Placement)>> + Send>>;
+type Connecting<A> = Pin<Box<dyn Future<Output = Option<(Arc<Member>, A, Placement)>> + Send>>;
 
 /// Run one association to its end.
 pub(super) async fn run<N: Association, C: Connector>(
@@ -36,7 +37,8 @@ pub(super) async fn run<N: Association, C: Connector>(
             streams_in = info.inbound_streams,
             "association accepted"
         );
-        let mut d = Driver::new(node, shared.clone(), cancel);
+        let registered = shared.associations.register(&info);
+        let mut d = Driver::new(node, shared.clone(), cancel, registered);
         d.drive().await;
         d.finish().await;
         shared.metrics.associations_active.dec();
@@ -77,7 +79,7 @@ impl<A: Association> Leg<A> {
 enum Io<A> {
     Node(Result<Option<Message>, Error>),
     Backend(Result<Option<Message>, Error>),
-    Connected(Option<(BackendId, A, Placement)>),
+    Connected(Option<(Arc<Member>, A, Placement)>),
     SendFailed(Peer, Error),
     Timer,
     Cancelled,
@@ -89,6 +91,8 @@ struct Attached {
     id: BackendId,
     /// This node's claim on the backend (released when the leg goes).
     _placement: Placement,
+    /// Counts this association on the backend's member (until dropped).
+    homed: Homed,
     name: String,
     /// Per-backend message counters, [to backend, to node].
     messages: [IntCounter; 2],
@@ -110,6 +114,7 @@ struct Driver<N, C: Connector> {
     closing: Option<(CloseReason, Instant)>,
     reported_in_flight: i64,
     cap: usize,
+    registered: Registered,
 }
 
 fn now() -> Instant {
@@ -117,7 +122,12 @@ fn now() -> Instant {
 }
 
 impl<N: Association, C: Connector> Driver<N, C> {
-    fn new(node: N, shared: Arc<Shared<C>>, cancel: CancellationToken) -> Self {
+    fn new(
+        node: N,
+        shared: Arc<Shared<C>>,
+        cancel: CancellationToken,
+        registered: Registered,
+    ) -> Self {
         let cap = shared.config.queue.max(1);
         let first_deadline = Some(now() + shared.config.first_message_timeout);
         Driver {
@@ -135,6 +145,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
             closing: None,
             reported_in_flight: 0,
             cap,
+            registered,
             shared,
         }
     }
@@ -194,7 +205,9 @@ impl<N: Association, C: Connector> Driver<N, C> {
                     self.drop_backend();
                     self.session.backend_closed(t);
                 }
-                Io::Connected(Some((id, assoc, placement))) => self.attach(t, id, assoc, placement),
+                Io::Connected(Some((member, assoc, placement))) => {
+                    self.attach(t, member, assoc, placement)
+                }
                 Io::Connected(None) => {
                     warn!("no backend could take the node: answering E2 Setup Failure with TimeToWait");
                     self.shared
@@ -335,6 +348,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
         match ev {
             Event::NeedBackend { node, tried } => {
                 tracing::Span::current().record("node", field::display(&node));
+                self.registered.record().set_node(node.to_string());
                 let shared = self.shared.clone();
                 self.connecting = Some(Box::pin(connect_some(shared, node, tried)));
             }
@@ -359,7 +373,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 self.drop_backend();
             }
             Event::Latency {
-                backend: _,
+                backend,
                 procedure,
                 initiator,
                 latency,
@@ -367,6 +381,10 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 if let Some(a) = self.attached.as_ref() {
                     m.latency(&a.name, procedure, initiator)
                         .observe(latency.as_secs_f64());
+                    // The balancer's L: requests answered by this backend.
+                    if backend.is_none_or(|b| b == a.id) {
+                        a.homed.member().record_latency(now(), latency);
+                    }
                 }
             }
             Event::RequestTimedOut {
@@ -393,19 +411,17 @@ impl<N: Association, C: Connector> Driver<N, C> {
         }
     }
 
-    fn attach(&mut self, t: Instant, id: BackendId, assoc: C::Assoc, placement: Placement) {
-        let name = self
-            .shared
-            .pool
-            .get(id)
-            .map(|b| b.name.clone())
-            .unwrap_or_else(|| id.to_string());
+    fn attach(&mut self, t: Instant, member: Arc<Member>, assoc: C::Assoc, placement: Placement) {
+        let id = member.id();
+        let name = member.name().to_owned();
         tracing::Span::current().record("backend", field::display(&name));
+        self.registered.record().set_backend(Some(name.clone()));
         let m = &self.shared.metrics;
         m.associations.with_label_values(&[&name]).inc();
         self.attached = Some(Attached {
             id,
             _placement: placement,
+            homed: member.home(),
             messages: [
                 m.backend_messages
                     .with_label_values(&[&name, direction(Peer::Backend)]),
@@ -427,6 +443,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 .associations
                 .with_label_values(&[&a.name])
                 .dec();
+            self.registered.record().set_backend(None);
             debug!(backend = %a.id, "backend leg released");
         }
         if let Some(mut leg) = self.backend.take() {
@@ -454,11 +471,14 @@ impl<N: Association, C: Connector> Driver<N, C> {
     fn report_in_flight_to(&mut self, cur: i64) {
         if cur != self.reported_in_flight {
             if let Some(a) = self.attached.as_ref() {
+                let delta = cur - self.reported_in_flight;
                 self.shared
                     .metrics
                     .in_flight
                     .with_label_values(&[&a.name])
-                    .add(cur - self.reported_in_flight);
+                    .add(delta);
+                a.homed.member().add_in_flight(delta);
+                self.registered.record().set_in_flight(cur);
                 self.reported_in_flight = cur;
             } else {
                 self.reported_in_flight = 0;
@@ -507,15 +527,17 @@ impl<N: Association, C: Connector> Driver<N, C> {
     }
 }
 
-/// Connect to the first backend that answers, in the pool's order, skipping
-/// `tried` and the backends that already hold this node (DESIGN §2b).
+/// Connect to a backend chosen by the balancer, skipping `tried` and the
+/// backends that already hold this node (DESIGN §2b); a backend that does not
+/// answer is added to `tried` and the balancer asked again.
 async fn connect_some<C: Connector>(
     shared: Arc<Shared<C>>,
     node: NodeId,
     mut tried: Vec<BackendId>,
-) -> Option<(BackendId, C::Assoc, Placement)> {
+) -> Option<(Arc<Member>, C::Assoc, Placement)> {
     loop {
-        let Some((b, placement)) = shared.pool.place(&node, &tried) else {
+        let Some((m, placement, _pick)) = shared.balance.place(&shared.pool, &node, &tried, now())
+        else {
             let holding = shared.pool.holding(&node);
             if !holding.is_empty() {
                 warn!(
@@ -530,28 +552,26 @@ async fn connect_some<C: Connector>(
             }
             return None;
         };
-        let b = b.clone();
-        shared.metrics.picks.with_label_values(&[&b.name]).inc();
+        let (name, addr) = (m.name().to_owned(), m.backend.addr);
+        shared.metrics.picks.with_label_values(&[&name]).inc();
         match tokio::time::timeout(
             shared.config.connect_timeout,
-            shared.connector.connect(b.addr),
+            shared.connector.connect(addr),
         )
         .await
         {
             Ok(Ok(a)) => {
-                debug!(backend = %b.name, addr = %b.addr, "backend association open");
-                return Some((b.id, a, placement));
+                debug!(backend = %name, %addr, "backend association open");
+                return Some((m, a, placement));
             }
-            Ok(Err(e)) => {
-                warn!(backend = %b.name, addr = %b.addr, error = %e, "backend connect failed")
-            }
-            Err(_) => warn!(backend = %b.name, addr = %b.addr, "backend connect timed out"),
+            Ok(Err(e)) => warn!(backend = %name, %addr, error = %e, "backend connect failed"),
+            Err(_) => warn!(backend = %name, %addr, "backend connect timed out"),
         }
         shared
             .metrics
             .connect_failures
-            .with_label_values(&[&b.name])
+            .with_label_values(&[&name])
             .inc();
-        tried.push(b.id);
+        tried.push(m.id());
     }
 }

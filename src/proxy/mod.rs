@@ -13,6 +13,7 @@
 
 mod assoc;
 pub mod metrics;
+pub mod table;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,10 +23,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::balance::live::{BalanceSettings, LiveBalancer, LiveError};
 use crate::balance::Pool;
 use crate::session::SessionConfig;
 use crate::transport::{Association, Connector, Listener};
 pub use metrics::Metrics;
+pub use table::AssocTable;
 
 /// Proxy knobs (from the `[proxy]` configuration section).
 #[derive(Clone, Debug)]
@@ -59,9 +62,54 @@ impl Default for ProxyConfig {
 /// What every association task shares (read-only or internally synchronised).
 pub struct Shared<C> {
     pub config: ProxyConfig,
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
+    /// Picks backends for new associations (Bull-and-Bear).
+    pub balance: Arc<LiveBalancer>,
     pub connector: C,
     pub metrics: Arc<Metrics>,
+    pub associations: Arc<AssocTable>,
+}
+
+impl<C> Shared<C> {
+    /// Shared state with the default balancer settings (no probes: the
+    /// balancer runs on local counters until its owner task publishes).
+    pub fn new(
+        config: ProxyConfig,
+        pool: Pool,
+        connector: C,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, LiveError> {
+        Self::with_balance(
+            config,
+            Arc::new(pool),
+            BalanceSettings::default(),
+            connector,
+            metrics,
+        )
+    }
+
+    pub fn with_balance(
+        config: ProxyConfig,
+        pool: Arc<Pool>,
+        settings: BalanceSettings,
+        connector: C,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, LiveError> {
+        let balance = Arc::new(LiveBalancer::new(
+            settings,
+            &pool,
+            &metrics.registry,
+            std::time::Instant::now(),
+        )?);
+        Ok(Shared {
+            config,
+            pool,
+            balance,
+            connector,
+            metrics,
+            associations: Arc::new(AssocTable::new()),
+        })
+    }
 }
 
 /// Serve E2 node associations until `shutdown` completes, then drain.
@@ -76,7 +124,7 @@ pub async fn serve<L, C>(
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(shared.config.max_associations));
-    info!(listen = %listener.local_addr(), backends = shared.pool.backends().len(), "e2lb proxy serving");
+    info!(listen = %listener.local_addr(), backends = shared.pool.len(), "e2lb proxy serving");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -33,7 +33,7 @@ pub mod seq;
 pub mod traffic;
 
 pub use latency::LatencySummary;
-pub use metrics::serve_metrics;
+pub use metrics::{bind_metrics, serve_metrics, serve_metrics_on};
 pub use node::{run_nodes, NodeLive, NodeReport, NodeSimConfig};
 pub use ric::{combined_loss, run_ric, CpuFigure, RicLive, RicReport, RicSimConfig};
 pub use traffic::{RateProfile, TrafficClass, TrafficError};

@@ -10,7 +10,6 @@ use e2lb::balance::{Backend, Pool};
 use e2lb::e2ap::ids::procedure;
 use e2lb::e2ap::{Envelope, PduKind};
 use e2lb::proxy::{self, Metrics, ProxyConfig, Shared};
-use e2lb::session::BackendId;
 use e2lb::transport::{Association, AssociationExt, Connector, Listener, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +21,7 @@ macro_rules! for_each_scenario {
     ($m:ident) => {
         $m!(
             relays_setup_subscription_and_10k_indications_in_order_with_stream_and_ppid,
-            round_robin_places_nodes_evenly,
+            balancer_follows_load_and_skips_drained_backends,
             first_message_not_setup_closes_only_that_association,
             malformed_pdu_closes_only_its_association_and_its_backend_leg,
             node_close_closes_backend_and_backend_close_closes_node,
@@ -55,6 +54,7 @@ pub trait Net: Clone + Send + Sync + 'static {
 pub struct Harness<N: Net> {
     net: N,
     pub metrics: Arc<Metrics>,
+    pub shared: Arc<Shared<N::C>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -64,27 +64,19 @@ pub fn start<N: Net>(net: &N, backends: u8, config: ProxyConfig) -> Harness<N> {
     let metrics = Arc::new(Metrics::new().unwrap());
     let pool = Pool::new(
         (0..backends)
-            .map(|i| Backend {
-                id: BackendId(i.into()),
-                name: format!("ric-{i}"),
-                addr: net.ric_addr(i),
-            })
+            .map(|i| Backend::new(i.into(), format!("ric-{i}"), net.ric_addr(i)))
             .collect(),
     );
-    let shared = Arc::new(Shared {
-        config,
-        pool,
-        connector: net.connector(),
-        metrics: metrics.clone(),
-    });
+    let shared = Arc::new(Shared::new(config, pool, net.connector(), metrics.clone()).unwrap());
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let task = tokio::spawn(proxy::serve(listener, shared, async move {
+    let task = tokio::spawn(proxy::serve(listener, shared.clone(), async move {
         s.cancelled().await
     }));
     Harness {
         net: net.clone(),
         metrics,
+        shared,
         stop,
         task,
     }
@@ -224,17 +216,49 @@ pub async fn relays_setup_subscription_and_10k_indications_in_order_with_stream_
     h.stop().await;
 }
 
-pub async fn round_robin_places_nodes_evenly<N: Net>(net: N) {
+/// Nodes set up one at a time with the scores republished in between: with
+/// two open backends power-of-two-choices compares both, so the less loaded
+/// one always wins (exact counts); a drained backend gets nothing.
+pub async fn balancer_follows_load_and_skips_drained_backends<N: Net>(net: N) {
     let mut rics: Vec<_> = (0..3).map(|i| ric(&net, i)).collect();
     let h = start(&net, 3, ProxyConfig::default());
+    let (pool, live) = (&h.shared.pool, &h.shared.balance);
+    let publish = || live.publish(pool, std::time::Instant::now());
+    pool.drain("ric-2", true).unwrap();
+    let _ = publish();
     let mut counts = [0; 3];
     let mut keep = Vec::new();
-    for gnb in 1..=6 {
+    for gnb in 1..=4 {
         let (n, r, idx) = set_up(&h, &mut rics, gnb).await;
         counts[idx] += 1;
         keep.push((n, r));
+        let _ = publish();
     }
-    assert_eq!(counts, [2, 2, 2]);
+    assert_eq!(
+        counts,
+        [2, 2, 0],
+        "drained ric-2 got none; the others alternate"
+    );
+    // Drain ric-0, reopen ric-2: it is the least loaded open backend.
+    pool.drain("ric-0", true).unwrap();
+    pool.drain("ric-2", false).unwrap();
+    let _ = publish();
+    for gnb in 5..=6 {
+        let (n, r, idx) = set_up(&h, &mut rics, gnb).await;
+        counts[idx] += 1;
+        keep.push((n, r));
+        let _ = publish();
+    }
+    assert_eq!(counts, [2, 2, 2], "ric-2 took both new nodes");
+    let text = h.metrics.render();
+    assert!(
+        text.contains("e2lb_bnb_picks_total{mode=\"bull\",reason=\"power_of_two\"} 6"),
+        "{text}"
+    );
+    assert!(
+        text.contains("e2lb_backend_draining{backend=\"ric-0\"} 1"),
+        "{text}"
+    );
     h.stop().await;
 }
 

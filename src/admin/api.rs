@@ -1,0 +1,370 @@
+//! The JSON API under `/api/v1/` (see the module doc of [`super`]).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::{error, json as reply_json, AdminState};
+use crate::balance::live::View;
+use crate::balance::load::{Hot, Score};
+use crate::balance::{Backend, Member, PoolError, Removal};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 64 * 1024;
+
+type Resp = Response<Full<Bytes>>;
+
+pub(super) async fn route(state: &AdminState, req: Request<Incoming>) -> Resp {
+    let method = req.method().clone();
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let parts: Vec<&str> = path
+        .trim_start_matches("/api/v1/")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match (&method, parts.as_slice()) {
+        (&Method::GET, ["backends"]) => backends(state),
+        (&Method::POST, ["backends"]) => add_backend(state, req).await,
+        (&Method::GET, ["backends", name]) => with_member(state, name, |m, v, now| {
+            reply_json(StatusCode::OK, &backend_json(state, m, v, now))
+        }),
+        (&Method::DELETE, ["backends", name]) => remove_backend(state, name),
+        (&Method::POST, ["backends", name, "drain"]) => drain(state, name, true),
+        (&Method::DELETE, ["backends", name, "drain"]) => drain(state, name, false),
+        (&Method::GET, ["associations"]) => associations(state),
+        (&Method::GET, ["balancer"]) => balancer(state),
+        (
+            _,
+            ["backends"]
+            | ["backends", _]
+            | ["backends", _, "drain"]
+            | ["associations"]
+            | ["balancer"],
+        ) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} not allowed on {path}"),
+        ),
+        _ => error(StatusCode::NOT_FOUND, format!("no route {method} {path}")),
+    }
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn hot_names(h: Hot) -> Vec<&'static str> {
+    [(Hot::C, "c"), (Hot::CPU, "cpu"), (Hot::LATENCY, "latency")]
+        .into_iter()
+        .filter(|(bit, _)| h.contains(*bit))
+        .map(|(_, n)| n)
+        .collect()
+}
+
+fn score_json(s: &Score) -> Value {
+    json!({
+        "c": s.c,
+        "headroom": s.headroom(),
+        "hot": hot_names(s.hot),
+        "cpu": s.cpu,
+        "cpu_source": s.cpu_source.as_str(),
+        "latency": s.latency,
+        "proc_time": s.proc_time,
+        "in_flight": s.in_flight,
+    })
+}
+
+fn backend_json(state: &AdminState, m: &Member, view: &View, now: Instant) -> Value {
+    let snap = &view.snapshot;
+    let entry = snap.index_of(m.id());
+    let load = entry.and_then(|i| snap.backends().get(i));
+    let score = entry.and_then(|i| snap.scores().get(i));
+    let healthy = load.is_none_or(|l| l.healthy);
+    let status = if m.removing() {
+        "removing"
+    } else if m.draining() {
+        "draining"
+    } else if !healthy {
+        "unhealthy"
+    } else {
+        "open"
+    };
+    let (ewma, p99, samples) = m
+        .with_latency(|w| (w.ewma(), w.p99(now), w.count()))
+        .unwrap_or((None, None, 0));
+    let probe = state.balance.probe_status(m.id(), now).map(|p| {
+        json!({
+            "age_s": p.age.map(|a| a.as_secs_f64()),
+            "consecutive_failures": p.consecutive_failures,
+            "failures_total": p.failures_total,
+            "successes_total": p.successes_total,
+            "healthy": p.healthy,
+        })
+    });
+    json!({
+        "name": m.name(),
+        "id": m.id().0,
+        "addr": m.backend.addr.to_string(),
+        "metrics": m.backend.metrics,
+        "status": status,
+        "healthy": healthy,
+        "draining": m.draining(),
+        "removing": m.removing(),
+        "added_s_ago": now.saturating_duration_since(m.added_at).as_secs_f64(),
+        "associations": m.associations(),
+        "in_flight": m.in_flight(),
+        "latency": {
+            "ewma_ms": ewma.map(|s| ms(s.value)),
+            "ewma_age_s": ewma.map(|s| now.saturating_duration_since(s.at).as_secs_f64()),
+            "p99_ms": p99.map(ms),
+            "samples": samples,
+        },
+        "score": score.map(score_json),
+        "probe": probe,
+    })
+}
+
+fn backends(state: &AdminState) -> Resp {
+    let view = state.balance.view();
+    let now = now();
+    let list: Vec<Value> = state
+        .pool
+        .members()
+        .iter()
+        .map(|m| backend_json(state, m, &view, now))
+        .collect();
+    reply_json(StatusCode::OK, &json!({ "backends": list }))
+}
+
+fn with_member(
+    state: &AdminState,
+    name: &str,
+    f: impl FnOnce(&Member, &View, Instant) -> Resp,
+) -> Resp {
+    match state.pool.find(name) {
+        Some(m) => f(&m, &state.balance.view(), now()),
+        None => error(StatusCode::NOT_FOUND, PoolError::Unknown(name.to_owned())),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBackend {
+    name: String,
+    addr: String,
+    #[serde(default)]
+    metrics: Option<String>,
+}
+
+fn pool_error(e: PoolError) -> Resp {
+    let status = match e {
+        PoolError::Unknown(_) => StatusCode::NOT_FOUND,
+        PoolError::DuplicateName(_) | PoolError::DuplicateAddr { .. } => StatusCode::CONFLICT,
+        PoolError::BadName(_) => StatusCode::BAD_REQUEST,
+    };
+    error(status, e)
+}
+
+async fn add_backend(state: &AdminState, req: Request<Incoming>) -> Resp {
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
+    };
+    let nb: NewBackend = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
+    };
+    let addr: SocketAddr = match nb.addr.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("addr {:?} is not an IP:port address", nb.addr),
+            )
+        }
+    };
+    if addr.port() == 0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "addr: port 0 is not a backend address",
+        );
+    }
+    let metrics = nb.metrics.or_else(|| {
+        state.default_metrics.as_ref().map(|(port, path)| {
+            let host = match addr.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            };
+            format!("http://{host}:{port}{path}")
+        })
+    });
+    if let Some(url) = &metrics {
+        if let Err(e) = crate::probe::Target::with_url(crate::session::BackendId(0), url) {
+            return error(StatusCode::BAD_REQUEST, format!("metrics URL {url:?}: {e}"));
+        }
+    }
+    let mut b = Backend::new(0, nb.name, addr);
+    b.metrics = metrics;
+    match state.pool.add(b, now()) {
+        Ok(m) => {
+            info!(backend = m.name(), addr = %m.backend.addr, metrics = ?m.backend.metrics, "backend added (admin API)");
+            state
+                .balance
+                .metrics()
+                .membership
+                .with_label_values(&["added"])
+                .inc();
+            let view = state.balance.view();
+            reply_json(StatusCode::CREATED, &backend_json(state, &m, &view, now()))
+        }
+        Err(e) => pool_error(e),
+    }
+}
+
+fn remove_backend(state: &AdminState, name: &str) -> Resp {
+    match state.pool.remove(name) {
+        Ok(Removal::Removed) => {
+            info!(backend = name, "backend removed (admin API)");
+            let bm = state.balance.metrics();
+            bm.membership.with_label_values(&["removed"]).inc();
+            bm.forget(name);
+            reply_json(StatusCode::OK, &json!({ "name": name, "removed": true }))
+        }
+        Ok(Removal::Pending { associations }) => {
+            info!(
+                backend = name,
+                associations,
+                "backend draining: removed when its associations are gone (admin API)"
+            );
+            reply_json(
+                StatusCode::ACCEPTED,
+                &json!({ "name": name, "removed": false, "draining": true, "associations": associations }),
+            )
+        }
+        Err(e) => pool_error(e),
+    }
+}
+
+fn drain(state: &AdminState, name: &str, on: bool) -> Resp {
+    match state.pool.drain(name, on) {
+        Ok(m) => {
+            info!(
+                backend = name,
+                drain = on,
+                associations = m.associations(),
+                "backend drain changed (admin API)"
+            );
+            state
+                .balance
+                .metrics()
+                .membership
+                .with_label_values(&[if on { "drained" } else { "undrained" }])
+                .inc();
+            let view = state.balance.view();
+            reply_json(StatusCode::OK, &backend_json(state, &m, &view, now()))
+        }
+        Err(e) => pool_error(e),
+    }
+}
+
+fn associations(state: &AdminState) -> Resp {
+    let now = now();
+    let list: Vec<Value> = state
+        .associations
+        .list()
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "node": r.node(),
+                "peer": r.peer.to_string(),
+                "backend": r.backend(),
+                "streams": { "in": r.streams_in, "out": r.streams_out },
+                "in_flight": r.in_flight(),
+                "age_s": now.saturating_duration_since(r.accepted_at).as_secs_f64(),
+                "accepted_at": humantime::format_rfc3339_millis(r.accepted_wall).to_string(),
+            })
+        })
+        .collect();
+    reply_json(
+        StatusCode::OK,
+        &json!({ "count": list.len(), "associations": list }),
+    )
+}
+
+fn balancer(state: &AdminState) -> Resp {
+    let view = state.balance.view();
+    let now = now();
+    let snap = &view.snapshot;
+    let p = snap.pool();
+    let name = |id| {
+        state
+            .pool
+            .get(id)
+            .map(|m| m.name().to_owned())
+            .unwrap_or_else(|| format!("{id}"))
+    };
+    let scores: Vec<Value> = snap
+        .backends()
+        .iter()
+        .zip(snap.scores())
+        .map(|(b, s)| {
+            let mut v = score_json(s);
+            if let Value::Object(o) = &mut v {
+                o.insert("backend".into(), json!(name(b.id)));
+                o.insert("open".into(), json!(b.accepts_new()));
+                o.insert("associations".into(), json!(b.associations));
+                o.insert("in_flight_streams".into(), json!(b.in_flight));
+            }
+            v
+        })
+        .collect();
+    let model = snap.model();
+    let bnb = view.balancer.config();
+    reply_json(
+        StatusCode::OK,
+        &json!({
+            "mode": view.balancer.mode().as_str(),
+            "bear_for_s": view.balancer.bear_since().map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            "last_scale_up": view.last_scale_up.map(|(t, cause)| json!({
+                "at": humantime::format_rfc3339_millis(t).to_string(),
+                "cause": cause,
+            })),
+            "snapshot_age_ms": ms(now.saturating_duration_since(snap.taken_at())),
+            "pool": {
+                "open": p.open,
+                "hot": p.hot,
+                "mean_c": p.mean_c,
+                "max_c": p.max_c,
+                "hottest": p.hottest.map(name),
+                "max_cpu": p.max_cpu,
+                "max_latency": p.max_latency,
+                "stale_cpu": p.stale_cpu,
+            },
+            "model": {
+                "weights": { "cpu": model.weights.cpu, "latency": model.weights.latency,
+                             "proc_time": model.weights.proc_time, "in_flight": model.weights.in_flight },
+                "limits": { "cpu_max": model.limits.cpu_max, "latency_max_ms": ms(model.limits.latency_max),
+                            "proc_time_max_ms": ms(model.limits.proc_time_max),
+                            "in_flight_max": model.limits.in_flight_max,
+                            "associations_max": model.limits.associations_max },
+                "thresholds": { "c": model.thresholds.c, "cpu": model.thresholds.cpu,
+                                "latency": model.thresholds.latency },
+                "max_age_s": model.max_age.as_secs_f64(),
+                "exit": { "c": bnb.exit_c, "cpu": bnb.exit_cpu, "latency": bnb.exit_latency,
+                          "hold_s": bnb.hold.as_secs_f64(), "settle_s": bnb.settle.as_secs_f64() },
+            },
+            "scores": scores,
+            "decisions": state.balance.decisions(),
+        }),
+    )
+}
