@@ -69,6 +69,12 @@ listen = "127.0.0.1:39090"
     for (i, addr) in ["127.0.2.1:39421", "127.0.2.2:39421"].iter().enumerate() {
         let l = SctpListener::bind(&[addr.parse().unwrap()], &Options::default()).unwrap();
         let live = RicLive::new();
+        // The default probe URL: http://<backend host>:8080/metrics.
+        let m_addr = SocketAddr::new(addr.parse::<SocketAddr>().unwrap().ip(), 8080);
+        let s = stop.clone();
+        tokio::spawn(e2lb::sim::serve_metrics(m_addr, live.clone(), async move {
+            s.cancelled().await
+        }));
         let s = stop.clone();
         let cfg = RicSimConfig {
             name: format!("ric-{i}"),
@@ -133,6 +139,17 @@ listen = "127.0.0.1:39090"
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     assert_eq!(forwarded, report.indications_sent, "{metrics}");
+    // Both backends were probed at their default metrics URL and stayed healthy.
+    for b in ["ric-a", "ric-b"] {
+        assert!(
+            metrics.contains(&format!("e2lb_probes_total{{backend=\"{b}\",outcome=\"ok\"}}")),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!("e2lb_backend_healthy{{backend=\"{b}\"}} 1")),
+            "{metrics}"
+        );
+    }
 
     // SIGTERM: drains and exits 0.
     let pid = child.0.id() as libc::pid_t;
