@@ -5,6 +5,11 @@
 //! <= 1 µs at 1,000 backends.
 //! `snapshot/1000`: scoring 1,000 backends and building the draw tables, the
 //! work done once per probe tick before publishing.
+//! `live/place/N`: what the data path does per new association: load the
+//! published view (arc-swap), pick, claim the node's placement, count and
+//! record the decision. `live/publish/N`: what the owner task does per
+//! publish: read every member's counters, score, observe, refresh the
+//! per-backend gauges and store the view.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -63,5 +68,42 @@ fn snapshot(c: &mut Criterion) {
     c.bench_function("clone_loads/1000", |b| b.iter(|| black_box(loads.clone())));
 }
 
-criterion_group!(benches, pick, snapshot);
+fn live(c: &mut Criterion) {
+    use e2lb::balance::live::{BalanceSettings, LiveBalancer};
+    use e2lb::balance::{Backend, Pool};
+    use e2lb::session::NodeId;
+    let mut g = c.benchmark_group("live");
+    for n in [10u32, 100, 1000] {
+        let pool = Pool::new(
+            (0..n)
+                .map(|i| {
+                    let addr = std::net::SocketAddr::from((
+                        [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
+                        36421,
+                    ));
+                    Backend::new(i, format!("ric-{i}"), addr)
+                })
+                .collect(),
+        );
+        let now = Instant::now();
+        for (i, m) in pool.members().iter().enumerate() {
+            m.add_in_flight(i as i64 % 17);
+            m.record_latency(now, Duration::from_millis(5 + i as u64 % 200));
+        }
+        let registry = prometheus::Registry::new();
+        let live =
+            LiveBalancer::new(BalanceSettings::default(), &pool, &registry, now).expect("settings");
+        let _ = live.publish(&pool, now);
+        let node = NodeId(bytes::Bytes::from_static(b"\x00\xf1\x10\x00\x00\x01"));
+        g.bench_with_input(BenchmarkId::new("place", n), &n, |b, _| {
+            b.iter(|| black_box(live.place(&pool, &node, &[], now)))
+        });
+        g.bench_with_input(BenchmarkId::new("publish", n), &n, |b, _| {
+            b.iter(|| black_box(live.publish(&pool, now)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, pick, snapshot, live);
 criterion_main!(benches);

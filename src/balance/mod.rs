@@ -250,10 +250,13 @@ impl Pool {
     pub fn with_latency(backends: Vec<Backend>, latency: LatencyConfig) -> Self {
         let now = Instant::now();
         let next = backends.iter().map(|b| b.id.0 + 1).max().unwrap_or(0);
-        let members = backends
+        let mut members: Vec<Arc<Member>> = backends
             .into_iter()
             .map(|b| Arc::new(Member::new(b, now, latency)))
             .collect();
+        // Kept in id order (new ids are always larger), so lookups by id
+        // are binary searches.
+        members.sort_by_key(|m| m.id());
         Pool {
             members: ArcSwap::from_pointee(members),
             write: Mutex::new(()),
@@ -288,7 +291,11 @@ impl Pool {
     }
 
     pub fn get(&self, id: BackendId) -> Option<Arc<Member>> {
-        self.members.load().iter().find(|m| m.id() == id).cloned()
+        let members = self.members.load();
+        members
+            .binary_search_by_key(&id, |m| m.id())
+            .ok()
+            .and_then(|i| members.get(i).cloned())
     }
 
     pub fn find(&self, name: &str) -> Option<Arc<Member>> {
