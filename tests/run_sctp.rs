@@ -142,7 +142,9 @@ listen = "127.0.0.1:39090"
     // Both backends were probed at their default metrics URL and stayed healthy.
     for b in ["ric-a", "ric-b"] {
         assert!(
-            metrics.contains(&format!("e2lb_probes_total{{backend=\"{b}\",outcome=\"ok\"}}")),
+            metrics.contains(&format!(
+                "e2lb_probes_total{{backend=\"{b}\",outcome=\"ok\"}}"
+            )),
             "{metrics}"
         );
         assert!(

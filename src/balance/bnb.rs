@@ -33,6 +33,14 @@ use super::load::{BackendLoad, CpuSource, Hot, LoadModel, Score};
 use super::snapshot::{cmp_load, PoolLoad, Snapshot, Tier};
 use crate::session::BackendId;
 
+/// Two backends on the same side of the threshold whose `C` differ by less
+/// than this count as equally loaded in a power-of-two comparison: the first
+/// draw (random, headroom-weighted) wins. Without the band, differences at
+/// the level of measurement noise would decide every comparison, and a burst
+/// of setups reading one snapshot would herd onto the backend that is
+/// momentarily lowest.
+pub const TIE_BAND: f64 = 0.02;
+
 /// The balancer's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -433,7 +441,9 @@ impl Balancer {
                 Some(self.pick_of(snap, a, None, available, reason))
             }
             [Some(a), Some(b)] => {
-                let (win, lose) = if cmp_load(snap.score(b), snap.score(a)).is_lt() {
+                let (sa, sb) = (snap.score(a), snap.score(b));
+                let tie = sa.hot.any() == sb.hot.any() && (sa.c - sb.c).abs() < TIE_BAND;
+                let (win, lose) = if !tie && cmp_load(sb, sa).is_lt() {
                     (b, a)
                 } else {
                     (a, b)

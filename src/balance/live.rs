@@ -12,9 +12,10 @@
 //! [`Pool::place`]: no lock is shared with probing, so probing never blocks
 //! forwarding.
 //!
-//! Republishing happens on every probe round, on every membership change and
-//! every `publish_interval` (so associations, streams in flight and measured
-//! latency reach the scores without waiting for a probe).
+//! Republishing happens on every probe round, on every membership change, when
+//! an association attaches to or leaves a backend ([`LiveBalancer::nudge`]),
+//! and every `publish_interval` (so streams in flight and measured latency
+//! reach the scores without waiting for a probe).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -130,6 +131,8 @@ pub struct LiveBalancer {
     owner: Mutex<Owner>,
     decisions: Mutex<VecDeque<Decision>>,
     metrics: BalanceMetrics,
+    /// Wakes the owner loop to republish (an association attached or left).
+    nudge: tokio::sync::Notify,
 }
 
 impl LiveBalancer {
@@ -155,7 +158,16 @@ impl LiveBalancer {
             owner: Mutex::new(Owner { balancer, book }),
             decisions: Mutex::new(VecDeque::new()),
             metrics,
+            nudge: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Asks the owner loop to republish soon: the data path calls this when
+    /// an association attaches to or leaves a backend, so a burst of setups
+    /// sees each other's placements instead of one snapshot's. Nudges
+    /// coalesce (at most one pending).
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
     }
 
     pub fn settings(&self) -> &BalanceSettings {
@@ -556,6 +568,7 @@ pub async fn run(
             Some(round) = rounds_rx.recv() => live.handle_round(&pool, &round),
             _ = tick.tick() => {}
             _ = changed => {}
+            _ = live.nudge.notified() => {}
         }
         let v = pool.version();
         if v != version {

@@ -432,6 +432,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
         });
         self.backend = Some(Leg::new(assoc, self.cap));
         self.session.backend_attached(t, id);
+        self.shared.balance.nudge();
     }
 
     /// Forget the backend leg; its association is closed gracefully in the background.
@@ -445,6 +446,8 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 .dec();
             self.registered.record().set_backend(None);
             debug!(backend = %a.id, "backend leg released");
+            drop(a);
+            self.shared.balance.nudge();
         }
         if let Some(mut leg) = self.backend.take() {
             if !leg.queue.is_empty() {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use e2lb::balance::live::BalanceSettings;
 use e2lb::balance::{Backend, Pool};
 use e2lb::e2ap::ids::procedure;
 use e2lb::e2ap::{Envelope, PduKind};
@@ -60,6 +61,15 @@ pub struct Harness<N: Net> {
 }
 
 pub fn start<N: Net>(net: &N, backends: u8, config: ProxyConfig) -> Harness<N> {
+    start_with(net, backends, config, BalanceSettings::default())
+}
+
+pub fn start_with<N: Net>(
+    net: &N,
+    backends: u8,
+    config: ProxyConfig,
+    settings: BalanceSettings,
+) -> Harness<N> {
     let listener = net.listen(net.proxy_addr());
     let metrics = Arc::new(Metrics::new().unwrap());
     let pool = Pool::new(
@@ -67,7 +77,16 @@ pub fn start<N: Net>(net: &N, backends: u8, config: ProxyConfig) -> Harness<N> {
             .map(|i| Backend::new(i.into(), format!("ric-{i}"), net.ric_addr(i)))
             .collect(),
     );
-    let shared = Arc::new(Shared::new(config, pool, net.connector(), metrics.clone()).unwrap());
+    let shared = Arc::new(
+        Shared::with_balance(
+            config,
+            Arc::new(pool),
+            settings,
+            net.connector(),
+            metrics.clone(),
+        )
+        .unwrap(),
+    );
     let stop = CancellationToken::new();
     let s = stop.clone();
     let task = tokio::spawn(proxy::serve(listener, shared.clone(), async move {
@@ -219,9 +238,13 @@ pub async fn relays_setup_subscription_and_10k_indications_in_order_with_stream_
 /// Nodes set up one at a time with the scores republished in between: with
 /// two open backends power-of-two-choices compares both, so the less loaded
 /// one always wins (exact counts); a drained backend gets nothing.
+/// No probes here, so associations stand in for CPU; `associations_max = 4`
+/// makes one association a difference well outside the tie band.
 pub async fn balancer_follows_load_and_skips_drained_backends<N: Net>(net: N) {
     let mut rics: Vec<_> = (0..3).map(|i| ric(&net, i)).collect();
-    let h = start(&net, 3, ProxyConfig::default());
+    let mut settings = BalanceSettings::default();
+    settings.model.limits.associations_max = 4;
+    let h = start_with(&net, 3, ProxyConfig::default(), settings);
     let (pool, live) = (&h.shared.pool, &h.shared.balance);
     let publish = || live.publish(pool, std::time::Instant::now());
     pool.drain("ric-2", true).unwrap();
