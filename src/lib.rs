@@ -5,6 +5,8 @@
 //! - [`transport`]: message-oriented associations: kernel SCTP and in-memory.
 //! - [`session`]: per-E2-node state machine (pure).
 //! - [`proxy`]: the tokio shell that relays associations through sessions.
+//! - [`balance`]: backend pool and the Bull-and-Bear rule; [`probe`]: backend probes.
+//! - [`scale`]: the scaler (pure policy) and its actuators.
 //! - [`sim`]: E2 node and RIC simulators, the load-test harness.
 //! - [`config`]: TOML configuration and its validation.
 
@@ -15,6 +17,7 @@ pub mod demo;
 pub mod e2ap;
 pub mod probe;
 pub mod proxy;
+pub mod scale;
 pub mod session;
 pub mod sim;
 pub mod transport;
