@@ -16,6 +16,9 @@
 //! Both are idempotent; a failure is returned (and retried by the shell with
 //! back-off, counted and recorded), never swallowed.
 
+pub mod exec;
+pub mod static_pool;
+
 use std::net::SocketAddr;
 
 use futures_util::future::BoxFuture;
