@@ -17,6 +17,7 @@
 //! back-off, counted and recorded), never swallowed.
 
 pub mod exec;
+pub mod kubernetes;
 pub mod static_pool;
 
 use std::net::SocketAddr;
