@@ -16,6 +16,11 @@ use crate::balance::load::{Limits, LoadModel, Thresholds, Weights};
 use crate::balance::{Backend, LatencyConfig};
 use crate::probe::{MetricNames, ProbeConfig, Prober, PromqlConfig, Source, Target};
 use crate::proxy::ProxyConfig;
+use crate::scale::actuator::exec::ExecConfig;
+use crate::scale::actuator::Provisioned;
+use crate::scale::control::ScaleSettings;
+use crate::scale::pid::PidConfig;
+use crate::scale::policy::ScalerConfig;
 use crate::session::{BackendId, SessionConfig, TimeToWait};
 use crate::transport::Options;
 
@@ -165,6 +170,9 @@ pub struct BalanceSection {
     pub threshold_latency: f64,
     #[serde(deserialize_with = "duration")]
     pub max_age: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub latency_max_age: Duration,
+    pub latency_min_samples: u32,
     pub exit_c: f64,
     pub exit_cpu: f64,
     pub exit_latency: f64,
@@ -200,6 +208,8 @@ impl Default for BalanceSection {
             threshold_cpu: m.thresholds.cpu,
             threshold_latency: m.thresholds.latency,
             max_age: m.max_age,
+            latency_max_age: m.latency_max_age,
+            latency_min_samples: l.min_samples,
             exit_c: b.exit_c,
             exit_cpu: b.exit_cpu,
             exit_latency: b.exit_latency,
@@ -209,6 +219,125 @@ impl Default for BalanceSection {
             latency_ewma: l.alpha,
             latency_window: l.window,
             decisions: s.decisions,
+        }
+    }
+}
+
+/// Which actuator carries out scaling decisions.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ActuatorKind {
+    /// `[[scale.standby]]` backends activated / deactivated.
+    Static,
+    /// Local processes started and stopped with `[scale.exec]` commands.
+    #[default]
+    Exec,
+}
+
+/// `[scale.exec]`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecSection {
+    pub start: Vec<String>,
+    pub addresses: Vec<SocketAddr>,
+    pub name_prefix: String,
+    #[serde(deserialize_with = "duration")]
+    pub stop_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub ready_timeout: Duration,
+    pub restart: bool,
+    #[serde(deserialize_with = "duration")]
+    pub restart_backoff: Duration,
+}
+
+impl Default for ExecSection {
+    fn default() -> Self {
+        let e = ExecConfig::default();
+        ExecSection {
+            start: e.start,
+            addresses: e.addresses,
+            name_prefix: e.name_prefix,
+            stop_timeout: e.stop_timeout,
+            ready_timeout: e.ready_timeout,
+            restart: e.restart,
+            restart_backoff: e.restart_backoff,
+        }
+    }
+}
+
+/// `[scale]`: the built-in scaler.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScaleSection {
+    pub enabled: bool,
+    pub actuator: ActuatorKind,
+    #[serde(deserialize_with = "duration")]
+    pub tick: Duration,
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub up_cpu: f64,
+    pub up_c: f64,
+    pub down_cpu: f64,
+    #[serde(deserialize_with = "duration")]
+    pub down_for: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub up_cooldown: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub down_cooldown: Duration,
+    pub max_step: u32,
+    #[serde(deserialize_with = "duration")]
+    pub grace: Duration,
+    pub room_cpu: f64,
+    pub pid_kp: f64,
+    pub pid_ki: f64,
+    pub pid_kd: f64,
+    pub pid_integral_limit: f64,
+    pub pid_output_limit: f64,
+    #[serde(deserialize_with = "duration")]
+    pub start_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub retry_min: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub retry_max: Duration,
+    pub records: usize,
+    pub standby: Vec<BackendSection>,
+    pub exec: ExecSection,
+}
+
+impl Default for ScaleSection {
+    fn default() -> Self {
+        let p = ScalerConfig::default();
+        let s = ScaleSettings::default();
+        ScaleSection {
+            // Off unless configured: a scaler starts and stops pods. The
+            // embedded default (the demo) turns it on.
+            enabled: false,
+            actuator: ActuatorKind::Exec,
+            tick: s.tick,
+            min_replicas: p.min_replicas,
+            // The paper's experiment scales 1..3; e2lb's default leaves room
+            // for the six loopback addresses of `[scale.exec]`.
+            max_replicas: 6,
+            up_cpu: p.up_cpu,
+            up_c: p.up_c,
+            down_cpu: p.down_cpu,
+            down_for: p.down_for,
+            up_cooldown: p.up_cooldown,
+            down_cooldown: p.down_cooldown,
+            max_step: p.max_step,
+            grace: p.grace,
+            room_cpu: p.room_cpu,
+            pid_kp: p.pid.kp,
+            pid_ki: p.pid.ki,
+            pid_kd: p.pid.kd,
+            pid_integral_limit: p.pid.integral_limit,
+            pid_output_limit: p.pid.output_limit,
+            start_timeout: s.start_timeout,
+            retry_min: s.retry_min,
+            retry_max: s.retry_max,
+            records: s.records,
+            standby: Vec::new(),
+            exec: ExecSection::default(),
         }
     }
 }
@@ -353,6 +482,7 @@ pub struct Config {
     pub backends: Vec<BackendSection>,
     pub balance: BalanceSection,
     pub probe: ProbeSection,
+    pub scale: ScaleSection,
     pub admin: AdminSection,
     pub log: LogSection,
 }
@@ -481,6 +611,33 @@ impl Config {
         if b.latency_window.is_zero() {
             return Err(invalid("balance.latency_window", "must be more than 0"));
         }
+        self.scale_settings()?;
+        let sc = &self.scale;
+        if sc.tick.is_zero() || sc.tick > Duration::from_secs(3600) {
+            return Err(invalid("scale.tick", "must be more than 0 and at most 1h"));
+        }
+        if sc.retry_min.is_zero() || sc.retry_max < sc.retry_min {
+            return Err(invalid(
+                "scale.retry_min",
+                "must be > 0 and <= scale.retry_max",
+            ));
+        }
+        if sc.exec.start.is_empty() {
+            return Err(invalid("scale.exec.start", "the command must not be empty"));
+        }
+        for (i, b) in sc.standby.iter().enumerate() {
+            if self
+                .backends
+                .iter()
+                .chain(&sc.standby[..i])
+                .any(|o| o.name == b.name)
+            {
+                return Err(invalid(
+                    format!("scale.standby[{i}].name"),
+                    "duplicate backend name",
+                ));
+            }
+        }
         if self.probe.metrics_port == 0 {
             return Err(invalid("probe.metrics_port", "must not be 0"));
         }
@@ -513,6 +670,7 @@ impl Config {
                 latency: b.threshold_latency,
             },
             max_age: b.max_age,
+            latency_max_age: b.latency_max_age,
         };
         let bnb = BnbConfig {
             exit_c: b.exit_c,
@@ -537,11 +695,99 @@ impl Config {
         })
     }
 
+    /// The scaler's settings, validated (errors name the `[scale]` key).
+    pub fn scale_settings(&self) -> Result<ScaleSettings, ConfigError> {
+        let s = &self.scale;
+        let policy = ScalerConfig {
+            min_replicas: s.min_replicas,
+            max_replicas: s.max_replicas,
+            up_cpu: s.up_cpu,
+            up_c: s.up_c,
+            down_cpu: s.down_cpu,
+            down_for: s.down_for,
+            up_cooldown: s.up_cooldown,
+            down_cooldown: s.down_cooldown,
+            max_step: s.max_step,
+            latency_max: self.balance.latency_max,
+            grace: s.grace,
+            room_cpu: s.room_cpu,
+            pid: PidConfig {
+                kp: s.pid_kp,
+                ki: s.pid_ki,
+                kd: s.pid_kd,
+                integral_limit: s.pid_integral_limit,
+                output_limit: s.pid_output_limit,
+                ..PidConfig::default()
+            },
+        };
+        if let Err(e) = policy.validate() {
+            let key = match e.field {
+                "latency_max" => "balance.latency_max".to_owned(),
+                f => format!("scale.{}", f.replace("pid.", "pid_")),
+            };
+            return Err(invalid(key, e.bound));
+        }
+        Ok(ScaleSettings {
+            policy,
+            tick: s.tick,
+            start_timeout: s.start_timeout,
+            retry_min: s.retry_min,
+            retry_max: s.retry_max,
+            records: s.records,
+            default_metrics: self
+                .probe
+                .enabled
+                .then(|| (self.probe.metrics_port, self.probe.metrics_path.clone())),
+        })
+    }
+
+    /// The configured backends as an actuator sees them.
+    pub fn provisioned(&self) -> Vec<Provisioned> {
+        self.backends
+            .iter()
+            .map(|b| Provisioned {
+                name: b.name.clone(),
+                addr: b.addr,
+                metrics: self.metrics_url(b),
+            })
+            .collect()
+    }
+
+    /// `[[scale.standby]]` as the static actuator sees them.
+    pub fn standby(&self) -> Vec<Provisioned> {
+        self.scale
+            .standby
+            .iter()
+            .map(|b| Provisioned {
+                name: b.name.clone(),
+                addr: b.addr,
+                metrics: self.metrics_url(b),
+            })
+            .collect()
+    }
+
+    /// `[scale.exec]` with the probe's metrics port.
+    pub fn exec(&self) -> ExecConfig {
+        let e = &self.scale.exec;
+        ExecConfig {
+            start: e.start.clone(),
+            addresses: e.addresses.clone(),
+            name_prefix: e.name_prefix.clone(),
+            metrics_port: self.probe.enabled.then_some(self.probe.metrics_port),
+            metrics_path: self.probe.metrics_path.clone(),
+            stop_timeout: e.stop_timeout,
+            ready_timeout: e.ready_timeout,
+            restart: e.restart,
+            restart_backoff: e.restart_backoff,
+        }
+    }
+
     /// How measured latency is summarised.
     pub fn latency(&self) -> LatencyConfig {
         LatencyConfig {
             alpha: self.balance.latency_ewma,
             window: self.balance.latency_window,
+            min_samples: self.balance.latency_min_samples,
         }
     }
 
@@ -654,6 +900,20 @@ mod tests {
         assert_eq!(c.log, LogSection::default());
         assert_eq!(c.balance, BalanceSection::default());
         assert_eq!(c.probe, ProbeSection::default());
+        // The one deliberate difference: the embedded default runs the scaler.
+        assert_eq!(
+            c.scale,
+            ScaleSection {
+                enabled: true,
+                ..ScaleSection::default()
+            }
+        );
+        assert!(
+            !Config::parse("[[backends]]\nname='a'\naddr='127.0.0.1:1'\n")
+                .unwrap()
+                .scale
+                .enabled
+        );
         assert_eq!(c.backends.len(), 3);
         assert_eq!(
             c.backends()[1].metrics.as_deref(),
@@ -733,6 +993,13 @@ mod tests {
                 "source = 'promql'\n[probe.promql]\nurl = 'ftp://x'",
                 "probe.promql.base_url",
             ),
+            ("scale", "min_replicas = 0", "scale.min_replicas"),
+            ("scale", "max_replicas = 0", "scale.max_replicas"),
+            ("scale", "up_cpu = 2.0", "scale.up_cpu"),
+            ("scale", "pid_kp = -1.0", "scale.pid_kp"),
+            ("scale", "tick = '0s'", "scale.tick"),
+            ("scale", "actuator = 'magic'", "actuator"),
+            ("scale", "exec = { start = [] }", "scale.exec.start"),
         ] {
             let e = Config::parse(&format!("[{section}]\n{bad}\n{base}")).unwrap_err();
             assert!(e.to_string().contains(key), "{bad}: {e}");

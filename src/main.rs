@@ -246,15 +246,34 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             cfg.prober()?,
             async move { balance_stop.cancelled().await },
         ));
-        let admin_state = Arc::new(
-            AdminState::new(
-                shared.metrics.clone(),
+        let mut admin_state = AdminState::new(
+            shared.metrics.clone(),
+            shared.pool.clone(),
+            shared.balance.clone(),
+            shared.associations.clone(),
+        )
+        .with_default_metrics(cfg.probe.metrics_port, cfg.probe.metrics_path.clone());
+        let mut scale_task = None;
+        if cfg.scale.enabled {
+            let actuator = e2lb::scale::build_actuator(&cfg)?;
+            let control = Arc::new(e2lb::scale::control::ScaleControl::new(
+                cfg.scale_settings()?,
+                actuator,
+                &shared.metrics.registry,
+            )?);
+            admin_state = admin_state.with_scale(control.clone());
+            let (_leader_tx, leader) = tokio::sync::watch::channel(true);
+            let s = stop.clone();
+            scale_task = Some(tokio::spawn(e2lb::scale::control::run(
+                control,
                 shared.pool.clone(),
                 shared.balance.clone(),
-                shared.associations.clone(),
-            )
-            .with_default_metrics(cfg.probe.metrics_port, cfg.probe.metrics_path.clone()),
-        );
+                shared.metrics.clone(),
+                leader,
+                async move { s.cancelled().await },
+            )));
+        }
+        let admin_state = Arc::new(admin_state);
         let admin_listener = admin::bind(cfg.admin.listen).await.with_context(|| {
             format!(
                 "binding the admin address {} ([admin] listen)",
@@ -287,6 +306,9 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
         let _ = admin_task.await;
         let _ = balance_task.await;
+        if let Some(t) = scale_task {
+            let _ = t.await;
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

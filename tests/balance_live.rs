@@ -741,8 +741,6 @@ fn two_backends() -> (Pool, LiveBalancer, Metrics) {
 // until `src/` is fixed (see the report that came with them).
 
 #[tokio::test]
-#[ignore = "src bug: LiveBalancer::place picks from the last published view, so a backend \
-            drained since then can still be chosen"]
 async fn a_backend_drained_since_the_last_publish_is_not_picked() {
     let (pool, lb, _m) = two_backends();
     pool.drain("ric-0", true).expect("drain");
@@ -758,8 +756,6 @@ async fn a_backend_drained_since_the_last_publish_is_not_picked() {
 }
 
 #[tokio::test]
-#[ignore = "src bug: LiveBalancer::place picks from the last published view; choosing a \
-            backend removed since then makes the whole pick fail"]
 async fn a_backend_removed_since_the_last_publish_does_not_fail_the_pick() {
     let (pool, lb, _m) = two_backends();
     // No associations: gone from the pool at once, still in the view.
@@ -777,8 +773,6 @@ async fn a_backend_removed_since_the_last_publish_does_not_fail_the_pick() {
 /// the tie goes to "the first draw (random, headroom-weighted)", so a burst
 /// of setups on one snapshot should be spread over both.
 #[tokio::test]
-#[ignore = "src bug: Snapshot::draw_two returns a two-backend tier in fixed order, so within \
-            the tie band the first backend wins every comparison"]
 async fn two_tied_backends_share_a_burst() {
     let (pool, lb, _m) = two_backends();
     let mut count = [0u32; 2];

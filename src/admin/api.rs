@@ -39,13 +39,21 @@ pub(super) async fn route(state: &AdminState, req: Request<Incoming>) -> Resp {
         (&Method::DELETE, ["backends", name, "drain"]) => drain(state, name, false),
         (&Method::GET, ["associations"]) => associations(state),
         (&Method::GET, ["balancer"]) => balancer(state),
+        (&Method::GET, ["scaler"]) => match &state.scale {
+            Some(s) => reply_json(StatusCode::OK, &s.status(&state.pool)),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "the scaler is off ([scale] enabled = false)",
+            ),
+        },
         (
             _,
             ["backends"]
             | ["backends", _]
             | ["backends", _, "drain"]
             | ["associations"]
-            | ["balancer"],
+            | ["balancer"]
+            | ["scaler"],
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} not allowed on {path}"),

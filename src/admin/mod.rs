@@ -16,6 +16,9 @@
 //! - `GET /api/v1/associations`: E2 node id → backend, streams, in flight, age.
 //! - `GET /api/v1/balancer`: mode, pool figures, per-backend scores and the
 //!   last decisions with their reasons.
+//! - `GET /api/v1/scaler`: actuator, leader, desired/actual/pending replicas,
+//!   backends being removed, the policy and the last decisions (404 when the
+//!   scaler is off).
 //!
 //! Unknown paths are 404, known paths with another method 405.
 
@@ -38,6 +41,7 @@ use tracing::{debug, info, warn};
 use crate::balance::live::LiveBalancer;
 use crate::balance::Pool;
 use crate::proxy::{AssocTable, Metrics};
+use crate::scale::control::ScaleControl;
 
 /// What the admin routes read and change.
 pub struct AdminState {
@@ -50,6 +54,8 @@ pub struct AdminState {
     /// Port and path of the metrics URL given to a backend added without
     /// one (`None`: such a backend is not probed).
     pub default_metrics: Option<(u16, String)>,
+    /// The scaler, when enabled (`/api/v1/scaler`).
+    pub scale: Option<Arc<ScaleControl>>,
 }
 
 impl AdminState {
@@ -66,7 +72,14 @@ impl AdminState {
             associations,
             ready: AtomicBool::new(false),
             default_metrics: None,
+            scale: None,
         }
+    }
+
+    /// Serves `/api/v1/scaler` from this scaler.
+    pub fn with_scale(mut self, scale: Arc<ScaleControl>) -> Self {
+        self.scale = Some(scale);
+        self
     }
 
     /// Backends added without a metrics URL get `http://<host>:<port><path>`.

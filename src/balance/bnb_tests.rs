@@ -366,12 +366,13 @@ proptest! {
         let now = t0 + Duration::from_secs(100);
         let with = build(&gens, t0);
         let max_age = LoadModel::default().max_age;
+        let latency_max_age = LoadModel::default().latency_max_age;
         let without: Vec<BackendLoad> = with
             .iter()
             .cloned()
             .map(|mut b| {
                 b.cpu = b.cpu.filter(|s| s.fresh_at(now, max_age).is_some());
-                b.latency = b.latency.filter(|s| s.fresh_at(now, max_age).is_some());
+                b.latency = b.latency.filter(|s| s.fresh_at(now, latency_max_age).is_some());
                 b
             })
             .collect();

@@ -43,7 +43,9 @@ pub struct BalanceSettings {
     pub publish_interval: Duration,
     /// Decisions kept for `/api/v1/balancer`. Default 100.
     pub decisions: usize,
-    /// Consecutive probe failures that make a backend unhealthy.
+    /// Consecutive probe failures that make a backend unhealthy (the one
+    /// [`run`] applies to probe rounds; configuration sets it from
+    /// `probe.unhealthy_after`, like the prober's own).
     pub unhealthy_after: u32,
 }
 
@@ -64,6 +66,8 @@ impl Default for BalanceSettings {
 pub struct View {
     pub balancer: Balancer,
     pub snapshot: Snapshot,
+    /// [`Pool::version`] the snapshot was built from.
+    pub pool_version: u64,
     /// The last scale-up signal raised (for operators).
     pub last_scale_up: Option<(SystemTime, &'static str)>,
 }
@@ -146,10 +150,12 @@ impl LiveBalancer {
         let balancer = Balancer::new(settings.model, settings.bnb)?;
         let metrics = BalanceMetrics::new(registry)?;
         let book = ProbeBook::new();
+        let pool_version = pool.version();
         let snapshot = balancer.snapshot(now, loads(pool, &book));
         let view = View {
             balancer: balancer.clone(),
             snapshot,
+            pool_version,
             last_scale_up: None,
         };
         Ok(LiveBalancer {
@@ -232,9 +238,29 @@ impl LiveBalancer {
         now: Instant,
     ) -> Option<(Arc<Member>, Placement, Pick)> {
         let view = self.view.load();
+        // Membership changed since the view was published: backends drained
+        // or removed since are not candidates (until the next publish).
+        let changed: Vec<BackendId> = if pool.version() == view.pool_version {
+            Vec::new()
+        } else {
+            view.snapshot
+                .backends()
+                .iter()
+                .filter(|b| b.accepts_new())
+                .filter(|b| pool.get(b.id).is_none_or(|m| m.draining()))
+                .map(|b| b.id)
+                .collect()
+        };
         let mut pick = None;
         let mut excluded = 0;
         let placed = pool.place(node, tried, |exclude| {
+            let extended;
+            let exclude = if changed.is_empty() {
+                exclude
+            } else {
+                extended = [exclude, &changed[..]].concat();
+                &extended[..]
+            };
             excluded = exclude.len();
             let p = view
                 .balancer
@@ -366,6 +392,7 @@ impl LiveBalancer {
         let Ok(mut o) = self.owner.lock() else {
             return None;
         };
+        let pool_version = pool.version();
         let snapshot = o.balancer.snapshot(now, loads(pool, &o.book));
         let transition = o.balancer.observe(now, &snapshot);
         let mut last_scale_up = self.view.load().last_scale_up;
@@ -379,6 +406,7 @@ impl LiveBalancer {
         self.view.store(Arc::new(View {
             balancer: o.balancer.clone(),
             snapshot,
+            pool_version,
             last_scale_up,
         }));
         self.metrics.publishes.inc();
@@ -512,7 +540,10 @@ fn loads(pool: &Pool, book: &ProbeBook) -> Vec<BackendLoad> {
                 st.apply_to(&mut l);
             }
             l.draining = m.draining();
-            l.latency = m.with_latency(|w| w.ewma()).flatten();
+            // Measured at the proxy; without it, what the backend reports.
+            l.latency = m
+                .latency()
+                .or_else(|| book.get(m.id()).and_then(|st| st.samples().latency));
             l.in_flight = m.in_flight();
             l.associations = m.associations();
             l

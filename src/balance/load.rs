@@ -187,6 +187,12 @@ pub struct LoadModel {
     /// Samples older than this are ignored. Default 3 s (e2lb's choice: a 1 s
     /// probe tick plus two missed ticks).
     pub max_age: Duration,
+    /// The freshness bound of the latency figure. Default 30 s: latency is
+    /// measured at the proxy, from the procedures a backend answers (mostly
+    /// E2 Setups), so it is refreshed by events rather than by the probe
+    /// tick, and a backend that gets few new nodes would otherwise lose its
+    /// figure every `max_age` and look idle.
+    pub latency_max_age: Duration,
 }
 
 impl Default for LoadModel {
@@ -196,6 +202,7 @@ impl Default for LoadModel {
             limits: Limits::default(),
             thresholds: Thresholds::default(),
             max_age: Duration::from_secs(3),
+            latency_max_age: Duration::from_secs(30),
         }
     }
 }
@@ -240,6 +247,12 @@ impl LoadModel {
         if l.in_flight_max == 0 {
             return bad("limits.in_flight_max", "must be > 0");
         }
+        if self.max_age.is_zero() {
+            return bad("max_age", "must be > 0");
+        }
+        if self.latency_max_age.is_zero() {
+            return bad("latency_max_age", "must be > 0");
+        }
         if l.associations_max == 0 {
             return bad("limits.associations_max", "must be > 0");
         }
@@ -261,7 +274,9 @@ impl LoadModel {
         let w = &self.weights;
         let l = &self.limits;
         let cpu = b.cpu.and_then(|s| s.fresh_at(now, self.max_age));
-        let latency = b.latency.and_then(|s| s.fresh_at(now, self.max_age));
+        let latency = b
+            .latency
+            .and_then(|s| s.fresh_at(now, self.latency_max_age));
         let proc_time = b.proc_time.and_then(|s| s.fresh_at(now, self.max_age));
 
         let assoc_ratio = f64::from(b.associations) / f64::from(l.associations_max);
@@ -301,10 +316,11 @@ impl LoadModel {
             latency.and(b.latency.map(|s| s.at)),
             proc_time.and(b.proc_time.map(|s| s.at)),
         ];
+        let ages = [self.max_age, self.latency_max_age, self.max_age];
         let fresh_until = used
             .into_iter()
-            .flatten()
-            .filter_map(|at| at.checked_add(self.max_age))
+            .zip(ages)
+            .filter_map(|(at, age)| at?.checked_add(age))
             .min();
         Score {
             c,
@@ -425,7 +441,10 @@ mod tests {
     fn stale_terms_are_dropped_and_weights_renormalised() {
         let now = t0() + Duration::from_secs(10);
         let old = now - Duration::from_secs(4);
-        let m = LoadModel::default();
+        let m = LoadModel {
+            latency_max_age: Duration::from_secs(3),
+            ..LoadModel::default()
+        };
         let mut b = BackendLoad::idle(BackendId(0), old);
         b.cpu = Some(Sample::new(0.99, old));
         b.latency = Some(Sample::new(Duration::from_millis(399), old));

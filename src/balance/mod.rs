@@ -64,6 +64,9 @@ pub struct LatencyConfig {
     pub alpha: f64,
     /// Span of the p99 window. Default 30 s.
     pub window: Duration,
+    /// Samples needed before the figure is used. Default 2 (one outlier on a
+    /// backend's first E2 Setup must not send the pool into Bear).
+    pub min_samples: u32,
 }
 
 impl Default for LatencyConfig {
@@ -71,6 +74,7 @@ impl Default for LatencyConfig {
         LatencyConfig {
             alpha: 0.2,
             window: Duration::from_secs(30),
+            min_samples: 2,
         }
     }
 }
@@ -86,6 +90,7 @@ pub struct Member {
     associations: AtomicU32,
     in_flight: AtomicI64,
     latency: Mutex<LatencyWindow>,
+    min_samples: u32,
 }
 
 impl Member {
@@ -98,6 +103,7 @@ impl Member {
             associations: AtomicU32::new(0),
             in_flight: AtomicI64::new(0),
             latency: Mutex::new(LatencyWindow::new(latency.alpha, latency.window)),
+            min_samples: latency.min_samples,
         }
     }
 
@@ -139,6 +145,15 @@ impl Member {
         if let Ok(mut w) = self.latency.lock() {
             w.record(at, latency);
         }
+    }
+
+    /// The EWMA latency the balancer uses: `None` until `min_samples` answers.
+    pub fn latency(&self) -> Option<load::Sample<Duration>> {
+        self.with_latency(|w| {
+            w.ewma()
+                .filter(|_| w.count() >= u64::from(self.min_samples))
+        })
+        .flatten()
     }
 
     /// Runs `f` on the latency figures.

@@ -279,7 +279,11 @@ impl Snapshot {
                 let one = idx.iter().copied().find(|&i| !self.excluded(i, exclude));
                 return [one, None];
             }
-            2 if idx.len() == 2 => return [Some(idx[0]), Some(idx[1])],
+            2 if idx.len() == 2 => {
+                // Both are compared; the order decides ties, so it is random.
+                let first = usize::from(rng.gen::<bool>());
+                return [Some(idx[first]), Some(idx[1 - first])];
+            }
             _ => {}
         }
         let a = (0..DRAWS)

@@ -16,7 +16,7 @@ use super::metrics::direction;
 use super::table::Registered;
 use super::Shared;
 use crate::balance::{Homed, Member, Placement};
-use crate::session::{BackendId, CloseReason, Event, NodeId, Peer, Session, Side};
+use crate::session::{BackendId, CloseReason, Event, Initiator, NodeId, Peer, Session, Side};
 use crate::transport::{Association, AssociationExt, Connector, Error, Message};
 
 type Connecting<A> = Pin<Box<dyn Future<Output = Option<(Arc<Member>, A, Placement)>> + Send>>;
@@ -381,8 +381,10 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 if let Some(a) = self.attached.as_ref() {
                     m.latency(&a.name, procedure, initiator)
                         .observe(latency.as_secs_f64());
-                    // The balancer's L: requests answered by this backend.
-                    if backend.is_none_or(|b| b == a.id) {
+                    // The balancer's L: requests this backend answered (the
+                    // node initiated them). RIC-initiated requests measure
+                    // the node's answer time; they are in the histogram only.
+                    if initiator == Initiator::Node && backend.is_none_or(|b| b == a.id) {
                         a.homed.member().record_latency(now(), latency);
                     }
                 }

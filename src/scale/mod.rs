@@ -6,6 +6,22 @@
 //! hands its decisions to an [`actuator`] — only when this replica leads.
 
 pub mod actuator;
+pub mod control;
 pub mod pid;
 pub mod policy;
 pub mod queueing;
+
+use std::sync::Arc;
+
+use crate::config::{ActuatorKind, Config};
+use actuator::exec::ExecActuator;
+use actuator::static_pool::StaticPool;
+use actuator::{Actuator, ActuatorError};
+
+/// The actuator `[scale] actuator` names, built from the configuration.
+pub fn build_actuator(cfg: &Config) -> Result<Arc<dyn Actuator>, ActuatorError> {
+    Ok(match cfg.scale.actuator {
+        ActuatorKind::Static => Arc::new(StaticPool::new(cfg.provisioned(), cfg.standby())),
+        ActuatorKind::Exec => Arc::new(ExecActuator::new(cfg.exec(), cfg.provisioned())?),
+    })
+}

@@ -323,8 +323,9 @@ impl Session {
     }
     /// Outstanding E2AP requests in either direction: the session's share of
     /// the backend's "streams in flight".
+    /// Outstanding requests, counting an E2 Setup awaiting its response.
     pub fn in_flight(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + usize::from(matches!(self.state, State::AwaitSetupResponse { .. }))
     }
     pub fn stats(&self) -> &SessionStats {
         &self.stats
