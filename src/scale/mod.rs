@@ -10,6 +10,7 @@ pub mod control;
 pub mod pid;
 pub mod policy;
 pub mod queueing;
+pub mod sim;
 
 use std::sync::Arc;
 
