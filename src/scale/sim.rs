@@ -809,7 +809,7 @@ pub fn svg(sc: &Scenario, o: &Outcome, title: &str) -> String {
         s,
         r##"<text x="{}" y="{}" text-anchor="end" fill="#555">pods</text><text x="{}" y="{}" text-anchor="end" fill="#555">ratio</text>"##,
         left - 4.0,
-        top1 - 8.0,
+        top1 - 14.0,
         left - 4.0,
         top2 - 8.0
     );
