@@ -17,6 +17,7 @@ use crate::balance::{Backend, LatencyConfig};
 use crate::probe::{MetricNames, ProbeConfig, Prober, PromqlConfig, Source, Target};
 use crate::proxy::ProxyConfig;
 use crate::scale::actuator::exec::ExecConfig;
+use crate::scale::actuator::kubernetes::KubernetesConfig;
 use crate::scale::actuator::Provisioned;
 use crate::scale::control::ScaleSettings;
 use crate::scale::pid::PidConfig;
@@ -232,6 +233,9 @@ pub enum ActuatorKind {
     /// Local processes started and stopped with `[scale.exec]` commands.
     #[default]
     Exec,
+    /// The scale subresource of a Deployment/StatefulSet; backends from
+    /// EndpointSlices (`[scale.kubernetes]`).
+    Kubernetes,
 }
 
 /// `[scale.exec]`.
@@ -302,6 +306,7 @@ pub struct ScaleSection {
     pub records: usize,
     pub standby: Vec<BackendSection>,
     pub exec: ExecSection,
+    pub kubernetes: Option<KubernetesConfig>,
 }
 
 impl Default for ScaleSection {
@@ -338,6 +343,7 @@ impl Default for ScaleSection {
             records: s.records,
             standby: Vec::new(),
             exec: ExecSection::default(),
+            kubernetes: None,
         }
     }
 }
@@ -562,7 +568,8 @@ impl Config {
                 "must be one of 1s, 2s, 5s, 10s, 20s, 60s",
             ));
         }
-        if self.backends.is_empty() {
+        let discovered = self.scale.enabled && self.scale.actuator == ActuatorKind::Kubernetes;
+        if self.backends.is_empty() && !discovered {
             return Err(invalid(
                 "backends",
                 "at least one [[backends]] entry is needed",
@@ -621,6 +628,24 @@ impl Config {
                 "scale.retry_min",
                 "must be > 0 and <= scale.retry_max",
             ));
+        }
+        if sc.actuator == ActuatorKind::Kubernetes {
+            match &sc.kubernetes {
+                None => {
+                    return Err(invalid(
+                        "scale.kubernetes",
+                        "actuator = \"kubernetes\" needs a [scale.kubernetes] section",
+                    ))
+                }
+                Some(k) => {
+                    if let Err(e) = k.validate() {
+                        return Err(ConfigError::Invalid {
+                            key: "scale.kubernetes".into(),
+                            reason: Box::leak(e.into_boxed_str()),
+                        });
+                    }
+                }
+            }
         }
         if sc.exec.start.is_empty() {
             return Err(invalid("scale.exec.start", "the command must not be empty"));

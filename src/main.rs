@@ -255,7 +255,7 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .with_default_metrics(cfg.probe.metrics_port, cfg.probe.metrics_path.clone());
         let mut scale_task = None;
         if cfg.scale.enabled {
-            let actuator = e2lb::scale::build_actuator(&cfg)?;
+            let actuator = e2lb::scale::build_actuator(&cfg).await?;
             let control = Arc::new(e2lb::scale::control::ScaleControl::new(
                 cfg.scale_settings()?,
                 actuator,

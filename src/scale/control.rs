@@ -506,8 +506,9 @@ impl ScaleControl {
                 }
             },
             Action::ScaleDown { remove } => {
+                let remove = self.constrained(pool, remove);
                 let mut names = Vec::new();
-                for id in remove {
+                for id in &remove {
                     let Some(m) = pool.get(*id) else { continue };
                     let _ = pool.drain(m.name(), true);
                     names.push(m.name().to_owned());
@@ -528,6 +529,35 @@ impl ScaleControl {
                 format!("draining {}", names.join(", "))
             }
         }
+    }
+
+    /// The policy's choice of backends to remove, unless the actuator can
+    /// only remove others (then its first ones, as many).
+    fn constrained(&self, pool: &Pool, chosen: &[BackendId]) -> Vec<BackendId> {
+        let removing: Vec<BackendId> = self.lock().removing.iter().map(|r| r.id).collect();
+        let candidates: Vec<Provisioned> = pool
+            .members()
+            .iter()
+            .filter(|m| !m.removing() && !removing.contains(&m.id()))
+            .map(|m| Provisioned {
+                name: m.name().to_owned(),
+                addr: m.backend.addr,
+                metrics: m.backend.metrics.clone(),
+            })
+            .collect();
+        let Some(order) = self.actuator.removal_order(&candidates) else {
+            return chosen.to_vec();
+        };
+        let ids: Vec<BackendId> = order
+            .iter()
+            .take(chosen.len())
+            .filter_map(|p| pool.find(&p.name).map(|m| m.id()))
+            .collect();
+        if ids != chosen {
+            info!(actuator = self.actuator.kind(), policy = ?chosen, instead = ?ids,
+                  "the actuator can only remove these backends: removing them instead");
+        }
+        ids
     }
 
     fn back_off(&self, now: Instant) {

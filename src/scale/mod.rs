@@ -20,9 +20,16 @@ use actuator::static_pool::StaticPool;
 use actuator::{Actuator, ActuatorError};
 
 /// The actuator `[scale] actuator` names, built from the configuration.
-pub fn build_actuator(cfg: &Config) -> Result<Arc<dyn Actuator>, ActuatorError> {
+pub async fn build_actuator(cfg: &Config) -> Result<Arc<dyn Actuator>, ActuatorError> {
     Ok(match cfg.scale.actuator {
         ActuatorKind::Static => Arc::new(StaticPool::new(cfg.provisioned(), cfg.standby())),
         ActuatorKind::Exec => Arc::new(ExecActuator::new(cfg.exec(), cfg.provisioned())?),
+        ActuatorKind::Kubernetes => {
+            let k = cfg.scale.kubernetes.clone().ok_or(ActuatorError::Limit {
+                actuator: "kubernetes",
+                message: "[scale.kubernetes] is missing".into(),
+            })?;
+            Arc::new(actuator::kubernetes::KubernetesActuator::connect(k).await?)
+        }
     })
 }

@@ -631,6 +631,15 @@ impl Actuator for KubernetesActuator {
         KIND
     }
 
+    fn removal_order(&self, candidates: &[Provisioned]) -> Option<Vec<Provisioned>> {
+        match self.config.workload_kind {
+            WorkloadKind::StatefulSet => {
+                Some(highest_ordinal_first(&self.config.workload, candidates))
+            }
+            WorkloadKind::Deployment => None,
+        }
+    }
+
     fn apply<'a>(
         &'a self,
         desired: u32,

@@ -79,4 +79,11 @@ pub trait Actuator: Send + Sync {
 
     /// The backends that exist now.
     fn discover(&self) -> BoxFuture<'_, Result<Vec<Provisioned>, ActuatorError>>;
+
+    /// When this actuator constrains which backends can go (a StatefulSet
+    /// removes its highest ordinals), `candidates` in the order they must be
+    /// removed; `None` (the default): any choice is fine.
+    fn removal_order(&self, _candidates: &[Provisioned]) -> Option<Vec<Provisioned>> {
+        None
+    }
 }
