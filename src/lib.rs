@@ -15,6 +15,7 @@ pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod e2ap;
+pub mod leader;
 pub mod probe;
 pub mod proxy;
 pub mod scale;
