@@ -269,6 +269,30 @@ impl Default for ExecSection {
     }
 }
 
+/// `[scale.leader]`: leader election among e2lb replicas (etcd).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaderSection {
+    /// etcd client URLs; empty: this replica always leads (single replica).
+    pub etcd: Vec<String>,
+    pub key: String,
+    /// This replica's identity; empty: `hostname-pid`.
+    pub id: String,
+    #[serde(deserialize_with = "duration")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for LeaderSection {
+    fn default() -> Self {
+        LeaderSection {
+            etcd: Vec::new(),
+            key: crate::leader::DEFAULT_KEY.into(),
+            id: String::new(),
+            lease_ttl: crate::leader::DEFAULT_LEASE_TTL,
+        }
+    }
+}
+
 /// `[scale]`: the built-in scaler.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -307,6 +331,7 @@ pub struct ScaleSection {
     pub standby: Vec<BackendSection>,
     pub exec: ExecSection,
     pub kubernetes: Option<KubernetesConfig>,
+    pub leader: LeaderSection,
 }
 
 impl Default for ScaleSection {
@@ -344,6 +369,7 @@ impl Default for ScaleSection {
             standby: Vec::new(),
             exec: ExecSection::default(),
             kubernetes: None,
+            leader: LeaderSection::default(),
         }
     }
 }
@@ -647,6 +673,7 @@ impl Config {
                 }
             }
         }
+        self.leader()?;
         if sc.exec.start.is_empty() {
             return Err(invalid("scale.exec.start", "the command must not be empty"));
         }
@@ -764,6 +791,26 @@ impl Config {
                 .enabled
                 .then(|| (self.probe.metrics_port, self.probe.metrics_path.clone())),
         })
+    }
+
+    /// Leader election settings; `None` without etcd endpoints (always lead).
+    pub fn leader(&self) -> Result<Option<crate::leader::LeaderConfig>, ConfigError> {
+        let l = &self.scale.leader;
+        if l.etcd.is_empty() {
+            return Ok(None);
+        }
+        let id = if l.id.is_empty() {
+            crate::leader::LeaderConfig::default_id()
+        } else {
+            l.id.clone()
+        };
+        let cfg = crate::leader::LeaderConfig::new(l.etcd.clone(), l.key.clone(), id)
+            .with_lease_ttl(l.lease_ttl);
+        cfg.validate().map_err(|e| ConfigError::Invalid {
+            key: "scale.leader".into(),
+            reason: Box::leak(e.to_string().into_boxed_str()),
+        })?;
+        Ok(Some(cfg))
     }
 
     /// The configured backends as an actuator sees them.

@@ -262,7 +262,32 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 &shared.metrics.registry,
             )?);
             admin_state = admin_state.with_scale(control.clone());
-            let (_leader_tx, leader) = tokio::sync::watch::channel(true);
+            let leader = match cfg.leader()? {
+                // A single replica always leads (the sender lives in the task).
+                None => {
+                    let (tx, rx) = tokio::sync::watch::channel(true);
+                    let s = stop.clone();
+                    tokio::spawn(async move {
+                        s.cancelled().await;
+                        drop(tx);
+                    });
+                    rx
+                }
+                Some(lcfg) => {
+                    let (tx, rx) = tokio::sync::watch::channel(e2lb::leader::Role::default());
+                    let lm = e2lb::leader::LeaderMetrics::new(&shared.metrics.registry)?;
+                    let s = stop.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) =
+                            e2lb::leader::run(lcfg, tx, lm, async move { s.cancelled().await })
+                                .await
+                        {
+                            tracing::error!(error = %e, "leader election stopped");
+                        }
+                    });
+                    e2lb::leader::leader_flag(rx)
+                }
+            };
             let s = stop.clone();
             scale_task = Some(tokio::spawn(e2lb::scale::control::run(
                 control,
