@@ -252,6 +252,7 @@ pub struct ExecSection {
     pub restart: bool,
     #[serde(deserialize_with = "duration")]
     pub restart_backoff: Duration,
+    pub log_dir: String,
 }
 
 impl Default for ExecSection {
@@ -265,6 +266,7 @@ impl Default for ExecSection {
             ready_timeout: e.ready_timeout,
             restart: e.restart,
             restart_backoff: e.restart_backoff,
+            log_dir: String::new(),
         }
     }
 }
@@ -851,6 +853,7 @@ impl Config {
             ready_timeout: e.ready_timeout,
             restart: e.restart,
             restart_backoff: e.restart_backoff,
+            log_dir: (!e.log_dir.is_empty()).then(|| e.log_dir.clone().into()),
         }
     }
 

@@ -468,15 +468,38 @@ fn sim(cmd: SimCmd) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("listening on {listen}"))?;
                 let stop = tokio_util::sync::CancellationToken::new();
                 if let Some(addr) = metrics {
-                    let l = e2lb::sim::metrics::bind_metrics(addr)
-                        .await
+                    // Like a pod's metrics exporter, /metrics has a thread of
+                    // its own: the simulated work (`--work-per-indication`)
+                    // spins on the runtime's workers and must not starve the
+                    // probes that are meant to see it.
+                    let l = std::net::TcpListener::bind(addr)
+                        .and_then(|l| l.set_nonblocking(true).map(|()| l))
                         .with_context(|| format!("metrics on {addr}"))?;
-                    let s = stop.clone();
-                    tokio::spawn(e2lb::sim::metrics::serve_metrics_on(
-                        l,
-                        live.clone(),
-                        async move { s.cancelled().await },
-                    ));
+                    let (live, s) = (live.clone(), stop.clone());
+                    std::thread::Builder::new()
+                        .name("metrics".into())
+                        .spawn(move || {
+                            let rt = tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build();
+                            match rt {
+                                Ok(rt) => rt.block_on(async move {
+                                    match tokio::net::TcpListener::from_std(l) {
+                                        Ok(l) => {
+                                            let _ = e2lb::sim::metrics::serve_metrics_on(
+                                                l,
+                                                live,
+                                                async move { s.cancelled().await },
+                                            )
+                                            .await;
+                                        }
+                                        Err(e) => eprintln!("metrics listener: {e}"),
+                                    }
+                                }),
+                                Err(e) => eprintln!("metrics runtime: {e}"),
+                            }
+                        })
+                        .context("starting the metrics thread")?;
                 }
                 let progress = tokio::spawn(progress(live.clone(), e2lb::sim::ric::progress_line));
                 let s = stop.clone();

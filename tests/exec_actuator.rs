@@ -44,6 +44,11 @@ fn config(hosts: &[[u8; 4]], restart: bool) -> ExecConfig {
         ready_timeout: Duration::from_secs(10),
         restart,
         restart_backoff: Duration::from_millis(100),
+        log_dir: Some(std::env::temp_dir().join(format!(
+            "e2lb-exec-test-{}-{}",
+            std::process::id(),
+            hosts.first().map_or(0, |h| h[3])
+        ))),
     }
 }
 
@@ -103,6 +108,20 @@ async fn starts_supervises_and_stops_exactly_the_chosen_backend() {
         "{m}"
     );
     assert_eq!(a.stats().started.load(Ordering::Relaxed), 2);
+    // Each child's output goes to its log file: http.server logs the
+    // readiness probe's request.
+    let log = a
+        .config()
+        .log_dir
+        .as_ref()
+        .expect("log dir")
+        .join("auto-1.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("GET / HTTP/1.1"),
+        "{}: {text:?}",
+        log.display()
+    );
 
     // Idempotent.
     a.apply(3, &[]).await.unwrap();

@@ -54,6 +54,9 @@ pub struct ExecConfig {
     pub restart: bool,
     /// First restart delay (doubles per consecutive failure, at most 30 s).
     pub restart_backoff: Duration,
+    /// Where each child's stdout and stderr go (`<dir>/<name>.log`,
+    /// appended); `None`: discarded.
+    pub log_dir: Option<PathBuf>,
 }
 
 impl Default for ExecConfig {
@@ -82,6 +85,7 @@ impl Default for ExecConfig {
             ready_timeout: Duration::from_secs(10),
             restart: true,
             restart_backoff: Duration::from_millis(500),
+            log_dir: None,
         }
     }
 }
@@ -146,6 +150,10 @@ impl ExecActuator {
             next: AtomicU64::new(1),
             stats: Arc::default(),
         })
+    }
+
+    pub fn config(&self) -> &ExecConfig {
+        &self.cfg
     }
 
     pub fn stats(&self) -> &Arc<ExecStats> {
@@ -367,11 +375,12 @@ impl Supervisor {
             actuator: "exec",
             message: "start: the command is empty".into(),
         })?;
+        let (out, err) = self.output()?;
         let mut cmd = tokio::process::Command::new(prog);
         cmd.args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(out)
+            .stderr(err)
             .kill_on_drop(true);
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -385,6 +394,26 @@ impl Supervisor {
         self.stats.started.fetch_add(1, Ordering::Relaxed);
         info!(backend = %self.name, pid = child.id(), command = ?self.argv, "backend process started");
         Ok(child)
+    }
+
+    /// The child's stdout and stderr: its log file, or nowhere.
+    fn output(&self) -> Result<(Stdio, Stdio), ActuatorError> {
+        let Some(dir) = &self.cfg.log_dir else {
+            return Ok((Stdio::null(), Stdio::null()));
+        };
+        let path = dir.join(format!("{}.log", self.name));
+        let open = || -> std::io::Result<(Stdio, Stdio)> {
+            std::fs::create_dir_all(dir)?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            Ok((Stdio::from(f.try_clone()?), Stdio::from(f)))
+        };
+        open().map_err(|e| ActuatorError::Failed {
+            actuator: "exec",
+            message: format!("opening {}: {e}", path.display()),
+        })
     }
 
     async fn wait_ready(&self) -> bool {
