@@ -26,25 +26,33 @@
 
 #[path = "common/rig.rs"]
 mod rig;
+#[path = "common/rigproc.rs"]
+mod rigproc;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2lb::sim::{run_nodes, NodeLive, NodeReport, NodeSimConfig, TrafficClass};
-use e2lb::transport::sctp::SctpConnector;
-use e2lb::transport::Options;
-use serde_json::Value;
+use e2lb::sim::{NodeLive, NodeReport};
+use rigproc::{
+    addr, admin_metrics, api, assert_stream_intact, backends, http, read_json, sample, start_e2lb,
+    sum_of, wait_for, Proc, ProcOpts,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// How often [`wait_for`] polls.
+const POLL: Duration = Duration::from_millis(200);
+/// How the child processes are run (killed outright at the end).
+const PROC: ProcOpts = ProcOpts {
+    env: &[],
+    tail: 40,
+    term_on_drop: None,
+};
 /// Where the E2 nodes connect (e2lb's SCTP listener).
 const LISTEN: &str = "127.0.0.1:40421";
 /// e2lb's admin HTTP endpoint.
@@ -61,151 +69,12 @@ const RICS: [(&str, &str, &str); 3] = [
     ("slow", "127.0.4.3:40421", "500ms"),
 ];
 
-fn addr(s: &str) -> SocketAddr {
-    s.parse().expect("socket address")
-}
-
 fn metrics_addr(e2: &str) -> SocketAddr {
     SocketAddr::new(addr(e2).ip(), METRICS_PORT)
 }
 
-/// A child process, killed when the test ends (or fails). On a failure the
-/// end of its log is printed, so a rig run explains itself.
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(name: &str, args: &[String], log: PathBuf) -> Proc {
-        let err = File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_e2lb"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("spawn e2lb");
-        Proc {
-            name: name.to_owned(),
-            child,
-            log,
-        }
-    }
-
-    /// SIGTERM, then wait up to `limit` for the exit status.
-    async fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: plain kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let end = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st;
-            }
-            assert!(
-                Instant::now() < end,
-                "{} did not exit after SIGTERM",
-                self.name
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            // (The simulators' progress lines end in '\r'.)
-            let text = std::fs::read_to_string(&self.log)
-                .unwrap_or_default()
-                .replace('\r', "\n");
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
-            eprintln!("--- last lines of {} ({})", self.name, self.log.display());
-            for l in tail {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
-
-/// One HTTP/1.1 request over a fresh connection: (status, body).
-async fn http(at: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut s = TcpStream::connect(at).await.ok()?;
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.ok()?;
-        let out = String::from_utf8_lossy(&out).into_owned();
-        let code = out.split(' ').nth(1)?.parse().ok()?;
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-        Some((code, body))
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .ok()
-        .flatten()
-}
-
-async fn api(path: &str) -> Value {
-    let (code, body) = http(addr(ADMIN), "GET", path)
-        .await
-        .unwrap_or_else(|| panic!("GET {path}: no answer"));
-    assert_eq!(code, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
-}
-
-async fn admin_metrics() -> String {
-    let (code, body) = http(addr(ADMIN), "GET", "/metrics")
-        .await
-        .expect("GET /metrics");
-    assert_eq!(code, 200);
-    body
-}
-
-/// The value of the sample `series` (name with its labels, as exposed).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
-/// The sum of every sample of counter `name` (any labels).
-fn sum_of(text: &str, name: &str) -> u64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
-}
-
-/// `/api/v1/backends`, by name.
-async fn backends() -> BTreeMap<String, Value> {
-    let v = api("/api/v1/backends").await;
-    v["backends"]
-        .as_array()
-        .expect("backends array")
-        .iter()
-        .map(|b| (b["name"].as_str().expect("name").to_owned(), b.clone()))
-        .collect()
-}
-
 async fn status(name: &str) -> String {
-    backends().await[name]["status"]
+    backends(addr(ADMIN)).await[name]["status"]
         .as_str()
         .unwrap_or_default()
         .to_owned()
@@ -221,9 +90,9 @@ struct Count {
 type Counts = BTreeMap<String, Count>;
 
 async fn counts() -> Counts {
-    let m = admin_metrics().await;
+    let m = admin_metrics(addr(ADMIN)).await;
     let mut out = Counts::new();
-    for (name, b) in backends().await {
+    for (name, b) in backends(addr(ADMIN)).await {
         let picks = sample(
             &m,
             &format!("e2lb_backend_picks_total{{backend=\"{name}\"}}"),
@@ -262,53 +131,24 @@ fn show(title: &str, p: &BTreeMap<String, (u64, u64)>) {
     println!("{title}: {}", parts.join(", "));
 }
 
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + limit;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// `nodes` E2 nodes (gNB-IDs from `first`) connecting one after the other
 /// over `spread`, each offering one RAN function and sending a 200-byte
-/// indication every 2 s once subscribed, until [`NodeLive::stop`].
+/// indication every 2 s once subscribed, until [`NodeLive::stop`]. (One RAN
+/// function: one subscription per node, see the note on latency in the test
+/// body.)
 fn arrive(first: u32, nodes: u32, spread: Duration) -> (Arc<NodeLive>, JoinHandle<NodeReport>) {
-    let cfg = NodeSimConfig {
-        target: addr(LISTEN),
+    rigproc::arrive(
+        addr(LISTEN),
+        first,
         nodes,
-        first_node_id: first,
-        // One RAN function: one subscription per node (see the note on
-        // latency in the test body).
-        ran_functions: vec![1],
-        class: TrafficClass::Custom {
-            period: Duration::from_secs(2),
-            payload: 200,
-        },
-        // Ended by NodeLive::stop at the end of the test.
-        duration: Duration::from_secs(600),
-        drain: Duration::from_secs(2),
-        connect_spread: spread,
-        ..NodeSimConfig::default()
-    };
-    let live = NodeLive::new();
-    let task = tokio::spawn(run_nodes(
-        SctpConnector::new(Options::default()),
-        cfg,
-        live.clone(),
-    ));
-    (live, task)
+        spread,
+        Duration::from_secs(2),
+        Duration::from_secs(2),
+    )
 }
 
 async fn all_set_up(live: &NodeLive, nodes: u64, limit: Duration) {
-    wait_for(&format!("{nodes} E2 Setups"), limit, || async {
+    wait_for(&format!("{nodes} E2 Setups"), limit, POLL, || async {
         live.setups_ok.load(Relaxed) >= nodes
     })
     .await;
@@ -369,12 +209,6 @@ async fn ric_indications() -> u64 {
         }
     }
     total
-}
-
-fn read_json(path: &Path) -> Value {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn config(dir: &Path) -> PathBuf {
@@ -484,12 +318,18 @@ async fn placement_follows_headroom_skips_unhealthy_and_drained_backends() {
         .map(|s| (*s).to_owned())
         .chain([dir.join(format!("{name}.json")).display().to_string()])
         .collect();
-        rics.push(Proc::spawn(name, &args, dir.join(format!("{name}.log"))));
+        rics.push(Proc::spawn(
+            name,
+            &args,
+            dir.join(format!("{name}.log")),
+            PROC,
+        ));
     }
     for (name, e2, _) in RICS {
         wait_for(
             &format!("{name} metrics"),
             Duration::from_secs(30),
+            POLL,
             || async {
                 matches!(
                     http(metrics_addr(e2), "GET", "/healthz").await,
@@ -511,22 +351,10 @@ async fn placement_follows_headroom_skips_unhealthy_and_drained_backends() {
     ));
 
     let cfg = config(&dir);
-    let _e2lb = Proc::spawn(
-        "e2lb run",
-        &[
-            "run".to_owned(),
-            "--config".to_owned(),
-            cfg.display().to_string(),
-        ],
-        dir.join("e2lb.log"),
-    );
-    wait_for("e2lb /readyz", Duration::from_secs(30), || async {
-        matches!(http(addr(ADMIN), "GET", "/readyz").await, Some((200, _)))
-    })
-    .await;
+    let _e2lb = start_e2lb(&cfg, dir.join("e2lb.log"), addr(ADMIN), PROC, POLL).await;
     // Every backend probed successfully (twice: a CPU ratio needs two samples).
-    wait_for("first probes", Duration::from_secs(30), || async {
-        backends().await.values().all(|b| {
+    wait_for("first probes", Duration::from_secs(30), POLL, || async {
+        backends(addr(ADMIN)).await.values().all(|b| {
             b["status"] == "open" && b["probe"]["successes_total"].as_u64().unwrap_or(0) >= 2
         })
     })
@@ -555,13 +383,13 @@ async fn placement_follows_headroom_skips_unhealthy_and_drained_backends() {
     let c1 = counts().await;
     let p1 = placed(&c0, &c1);
     show("phase 1 (60 nodes, all healthy)", &p1);
-    let bal = api("/api/v1/balancer").await;
+    let bal = api(addr(ADMIN), "/api/v1/balancer").await;
     println!(
         "  mode {}, pool mean C {:.3}",
         bal["mode"],
         bal["pool"]["mean_c"].as_f64().unwrap_or(f64::NAN)
     );
-    for b in backends().await.values() {
+    for b in backends(addr(ADMIN)).await.values() {
         println!(
             "  {}: C {:.3} (cpu {} from {}, latency {}), latency ewma {} ms p99 {} ms over {} samples",
             b["name"],
@@ -593,15 +421,18 @@ async fn placement_follows_headroom_skips_unhealthy_and_drained_backends() {
     // 2. fast-b's probe stops answering.
     answering.store(false, Relaxed);
     let t = Instant::now();
-    wait_for("fast-b unhealthy", Duration::from_secs(30), || async {
-        status("fast-b").await == "unhealthy"
-    })
+    wait_for(
+        "fast-b unhealthy",
+        Duration::from_secs(30),
+        POLL,
+        || async { status("fast-b").await == "unhealthy" },
+    )
     .await;
     println!(
         "fast-b unhealthy {:.1} s after its probe stopped answering",
         t.elapsed().as_secs_f64()
     );
-    let m = admin_metrics().await;
+    let m = admin_metrics(addr(ADMIN)).await;
     assert_eq!(
         sample(&m, "e2lb_backend_healthy{backend=\"fast-b\"}"),
         Some(0.0),
@@ -640,9 +471,12 @@ async fn placement_follows_headroom_skips_unhealthy_and_drained_backends() {
     // fast-b's probe answers again: it recovers.
     answering.store(true, Relaxed);
     let t = Instant::now();
-    wait_for("fast-b healthy again", Duration::from_secs(30), || async {
-        status("fast-b").await == "open"
-    })
+    wait_for(
+        "fast-b healthy again",
+        Duration::from_secs(30),
+        POLL,
+        || async { status("fast-b").await == "open" },
+    )
     .await;
     println!(
         "fast-b open again {:.1} s after its probe answered",
@@ -680,7 +514,7 @@ async fn placement_follows_headroom_skips_unhealthy_and_drained_backends() {
         a_ind_now > a_ind,
         "the drained backend's nodes still send: {a_ind} → {a_ind_now}"
     );
-    let m = admin_metrics().await;
+    let m = admin_metrics(addr(ADMIN)).await;
     assert_eq!(
         sum_of(&m, "e2lb_association_closes_total"),
         0,
@@ -723,10 +557,11 @@ async fn placement_follows_headroom_skips_unhealthy_and_drained_backends() {
     wait_for(
         "every indication at a RIC",
         Duration::from_secs(30),
+        POLL,
         || async { ric_indications().await >= sent },
     )
     .await;
-    let m = admin_metrics().await;
+    let m = admin_metrics(addr(ADMIN)).await;
     assert_eq!(
         sample(
             &m,
@@ -747,16 +582,7 @@ async fn placement_follows_headroom_skips_unhealthy_and_drained_backends() {
             placed_total[name],
             "{name}: its E2 Setups are the nodes e2lb placed there"
         );
-        for k in [
-            "gaps",
-            "missing",
-            "duplicates",
-            "out_of_order",
-            "corrupt",
-            "errors",
-        ] {
-            assert_eq!(get(k), 0, "{name}: {k}");
-        }
+        assert_stream_intact(name, &r);
         received += get("indications");
     }
     assert_eq!(received, sent, "no indication lost through e2lb");
