@@ -817,21 +817,16 @@ impl Config {
 
     /// The configured backends as an actuator sees them.
     pub fn provisioned(&self) -> Vec<Provisioned> {
-        self.backends
-            .iter()
-            .map(|b| Provisioned {
-                name: b.name.clone(),
-                addr: b.addr,
-                metrics: self.metrics_url(b),
-            })
-            .collect()
+        self.as_provisioned(&self.backends)
     }
 
     /// `[[scale.standby]]` as the static actuator sees them.
     pub fn standby(&self) -> Vec<Provisioned> {
-        self.scale
-            .standby
-            .iter()
+        self.as_provisioned(&self.scale.standby)
+    }
+
+    fn as_provisioned(&self, list: &[BackendSection]) -> Vec<Provisioned> {
+        list.iter()
             .map(|b| Provisioned {
                 name: b.name.clone(),
                 addr: b.addr,
@@ -910,13 +905,10 @@ impl Config {
             return None;
         }
         Some(b.metrics.clone().unwrap_or_else(|| {
-            let host = match b.addr.ip() {
-                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-                ip => ip.to_string(),
-            };
-            format!(
-                "http://{host}:{}{}",
-                self.probe.metrics_port, self.probe.metrics_path
+            crate::probe::http::metrics_url(
+                b.addr.ip(),
+                self.probe.metrics_port,
+                &self.probe.metrics_path,
             )
         }))
     }

@@ -207,13 +207,10 @@ async fn add_backend(state: &AdminState, req: Request<Incoming>) -> Resp {
         );
     }
     let metrics = nb.metrics.or_else(|| {
-        state.default_metrics.as_ref().map(|(port, path)| {
-            let host = match addr.ip() {
-                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-                ip => ip.to_string(),
-            };
-            format!("http://{host}:{port}{path}")
-        })
+        state
+            .default_metrics
+            .as_ref()
+            .map(|(port, path)| crate::probe::http::metrics_url(addr.ip(), *port, path))
     });
     if let Some(url) = &metrics {
         if let Err(e) = crate::probe::Target::with_url(crate::session::BackendId(0), url) {

@@ -76,6 +76,19 @@ fn check_url(url: &Uri) -> Result<(), ProbeError> {
     Ok(())
 }
 
+/// An IP address as the host part of a URL (IPv6 in brackets).
+pub fn url_host(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    }
+}
+
+/// `http://<ip>:<port><path>`: the metrics URL of a backend at `ip`.
+pub fn metrics_url(ip: std::net::IpAddr, port: u16, path: &str) -> String {
+    format!("http://{}:{port}{path}", url_host(ip))
+}
+
 /// GETs `url` and returns the body as text, all within `timeout`.
 pub async fn get(url: &Uri, timeout: Duration, max_body: usize) -> Result<String, ProbeError> {
     tokio::time::timeout(timeout, get_inner(url, max_body))

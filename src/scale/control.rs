@@ -175,13 +175,6 @@ fn stamp() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-fn host_of(addr: std::net::SocketAddr) -> String {
-    match addr.ip() {
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        ip => ip.to_string(),
-    }
-}
-
 impl ScaleControl {
     pub fn new(
         settings: ScaleSettings,
@@ -271,7 +264,7 @@ impl ScaleControl {
             self.settings
                 .default_metrics
                 .as_ref()
-                .map(|(port, path)| format!("http://{}:{port}{path}", host_of(p.addr)))
+                .map(|(port, path)| crate::probe::http::metrics_url(p.addr.ip(), *port, path))
         })
     }
 
@@ -595,11 +588,12 @@ impl ScaleControl {
         if self.lock().retry_at.is_some_and(|at| now < at) {
             return;
         }
+        // What stays: members neither being removed nor removed now.
+        let removing: Vec<BackendId> = self.lock().removing.iter().map(|r| r.id).collect();
         let remaining = pool
             .members()
             .iter()
-            .filter(|m| !m.removing() && !ready.iter().any(|(n, _)| n == m.name()))
-            .filter(|m| !self.lock().removing.iter().any(|r| r.id == m.id()))
+            .filter(|m| !m.removing() && !removing.contains(&m.id()))
             .count() as u32;
         let provs: Vec<Provisioned> = ready.iter().map(|(_, p)| p.clone()).collect();
         match self.actuator.apply(remaining, &provs).await {

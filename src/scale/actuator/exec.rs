@@ -33,6 +33,7 @@ use tracing::{info, warn};
 
 use super::static_pool::StaticPool;
 use super::{Actuator, ActuatorError, Provisioned};
+use crate::probe::http::{metrics_url, url_host};
 
 /// How backends are started (`[scale.exec]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,13 +124,6 @@ pub struct ExecActuator {
     stats: Arc<ExecStats>,
 }
 
-fn host_of(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V6(a) => format!("[{}]", a.ip()),
-        SocketAddr::V4(a) => a.ip().to_string(),
-    }
-}
-
 impl ExecActuator {
     /// `external` are the configured backends (counted, never started or stopped).
     pub fn new(cfg: ExecConfig, external: Vec<Provisioned>) -> Result<Self, ActuatorError> {
@@ -191,7 +185,7 @@ impl ExecActuator {
                 a.replace("{exe}", &self.exe.to_string_lossy())
                     .replace("{name}", name)
                     .replace("{addr}", &addr.to_string())
-                    .replace("{host}", &host_of(addr))
+                    .replace("{host}", &url_host(addr.ip()))
                     .replace("{port}", &addr.port().to_string())
                     .replace(
                         "{metrics_addr}",
@@ -229,14 +223,9 @@ impl ExecActuator {
         };
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}-{n}", self.cfg.name_prefix);
-        let metrics = self.metrics_addr(addr).map(|m| {
-            format!(
-                "http://{}:{}{}",
-                host_of(m),
-                m.port(),
-                self.cfg.metrics_path
-            )
-        });
+        let metrics = self
+            .metrics_addr(addr)
+            .map(|m| metrics_url(m.ip(), m.port(), &self.cfg.metrics_path));
         let argv = self.argv(&name, addr);
         let backend = Provisioned {
             name: name.clone(),
