@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 use crate::balance::{live, Backend, Pool};
 use crate::config::Config;
 use crate::proxy::{self, Metrics, Shared};
+use crate::scale::actuator::static_pool::StaticPool;
+use crate::scale::actuator::{Actuator, ActuatorError, Provisioned};
+use crate::scale::control::{self, ScaleControl};
 use crate::sim::{
     run_nodes, run_ric, NodeLive, NodeReport, NodeSimConfig, RicLive, RicReport, RicSimConfig,
     TrafficClass,
@@ -70,6 +73,13 @@ pub struct DemoSummary {
     pub e2e_p50_us: f64,
     pub e2e_p99_us: f64,
     pub rate_per_s: f64,
+    /// Backends the scaler added while the load was high.
+    pub scaled_up: Vec<String>,
+    /// Backends the scaler drained and stopped once the load fell.
+    pub scaled_down: Vec<String>,
+    /// Second-wave nodes (arriving after the scale-up) placed on an added backend.
+    pub second_wave: u32,
+    pub second_wave_on_added: u64,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -80,13 +90,14 @@ pub struct BackendSummary {
 }
 
 /// Listeners and connectors of one transport.
-trait Fabric {
+trait Fabric: Clone + Send + Sync + 'static {
     type L: Listener;
     type C: Connector;
     fn listen(&self, addr: SocketAddr, opts: &Options) -> anyhow::Result<Self::L>;
     fn connector(&self, opts: &Options) -> Self::C;
 }
 
+#[derive(Clone)]
 struct Sctp;
 impl Fabric for Sctp {
     type L = SctpListener;
@@ -99,6 +110,7 @@ impl Fabric for Sctp {
     }
 }
 
+#[derive(Clone)]
 struct Mem(MemNet);
 impl Fabric for Mem {
     type L = crate::transport::mem::MemListener;
@@ -109,6 +121,211 @@ impl Fabric for Mem {
     fn connector(&self, opts: &Options) -> Self::C {
         self.0
             .connector(SocketAddr::from(([127, 0, 0, 1], 0)), opts.clone())
+    }
+}
+
+/// The demo's actuator: RIC simulators started and stopped in this process,
+/// on the demo's transport (the in-memory transport cannot reach processes
+/// the exec actuator would start). The configured backends count and are
+/// never stopped; added ones listen on the next `[scale.exec] addresses`
+/// entry and serve `/metrics` for the probes like the others.
+struct SimRics<F: Fabric> {
+    fabric: F,
+    topts: Options,
+    work: Duration,
+    addresses: Vec<SocketAddr>,
+    metrics_port: Option<u16>,
+    metrics_path: String,
+    external: StaticPool,
+    children: std::sync::Mutex<Vec<SimChild>>,
+    next: std::sync::atomic::AtomicU32,
+    finished: std::sync::Mutex<Vec<RicReport>>,
+}
+
+struct SimChild {
+    backend: Provisioned,
+    live: Arc<RicLive>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<RicReport>,
+}
+
+impl<F: Fabric> SimRics<F> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SimChild>> {
+        self.children.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start_one(&self, children: &mut Vec<SimChild>) -> Result<(), ActuatorError> {
+        let failed = |message: String| ActuatorError::Failed {
+            actuator: "demo",
+            message,
+        };
+        let taken: Vec<SocketAddr> = children
+            .iter()
+            .map(|c| c.backend.addr)
+            .chain(self.external.active().iter().map(|b| b.addr))
+            .collect();
+        let addr = self
+            .addresses
+            .iter()
+            .copied()
+            .find(|a| !taken.contains(a))
+            .ok_or_else(|| failed("no free address in [scale.exec] addresses".into()))?;
+        let n = self.next.fetch_add(1, Relaxed);
+        let name = format!("ric-auto-{n}");
+        let listener = self
+            .fabric
+            .listen(addr, &self.topts)
+            .map_err(|e| failed(format!("{name} on {addr}: {e}")))?;
+        let live = RicLive::new();
+        let stop = CancellationToken::new();
+        let mut metrics = None;
+        if let Some(port) = self.metrics_port {
+            let m = SocketAddr::new(addr.ip(), port);
+            let l = std::net::TcpListener::bind(m)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(tokio::net::TcpListener::from_std)
+                .map_err(|e| failed(format!("{name} metrics on {m}: {e}")))?;
+            let s = stop.clone();
+            tokio::spawn(crate::sim::serve_metrics_on(l, live.clone(), async move {
+                s.cancelled().await
+            }));
+            metrics = Some(crate::probe::http::metrics_url(
+                m.ip(),
+                port,
+                &self.metrics_path,
+            ));
+        }
+        let cfg = RicSimConfig {
+            name: name.clone(),
+            ric_id: 10 + n,
+            requestor_id: 200 + n as u16,
+            simulated_work_per_indication: self.work,
+            ..RicSimConfig::default()
+        };
+        let s = stop.clone();
+        let task = tokio::spawn(run_ric(listener, cfg, live.clone(), async move {
+            s.cancelled().await
+        }));
+        children.push(SimChild {
+            backend: Provisioned {
+                name,
+                addr,
+                metrics,
+            },
+            live,
+            stop,
+            task,
+        });
+        Ok(())
+    }
+
+    async fn apply_now(&self, desired: u32, remove: &[Provisioned]) -> Result<(), ActuatorError> {
+        let mut stopping = Vec::new();
+        {
+            let mut children = self.lock();
+            let external: Vec<Provisioned> = remove
+                .iter()
+                .filter(|r| !children.iter().any(|c| c.backend.name == r.name))
+                .cloned()
+                .collect();
+            let left = self.external.active().len().saturating_sub(external.len());
+            // Synchronous underneath: ready at once.
+            futures_util::FutureExt::now_or_never(self.external.apply(left as u32, &external))
+                .unwrap_or(Ok(()))?;
+            let mut i = 0;
+            while i < children.len() {
+                if remove.iter().any(|r| r.name == children[i].backend.name) {
+                    stopping.push(children.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            let mut have = self.external.active().len() + children.len();
+            while have > desired as usize {
+                let Some(c) = children.pop() else { break };
+                stopping.push(c);
+                have -= 1;
+            }
+            while have < desired as usize {
+                self.start_one(&mut children)?;
+                have += 1;
+            }
+        }
+        for c in stopping {
+            c.stop.cancel();
+            if let Ok(r) = c.task.await {
+                self.finished
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every added RIC; returns all their reports.
+    async fn stop_all(&self) -> Vec<RicReport> {
+        let children: Vec<SimChild> = self.lock().drain(..).collect();
+        for c in children {
+            c.stop.cancel();
+            if let Ok(r) = c.task.await {
+                self.finished
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(r);
+            }
+        }
+        std::mem::take(&mut *self.finished.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn live_of(&self, name: &str) -> Option<Arc<RicLive>> {
+        self.lock()
+            .iter()
+            .find(|c| c.backend.name == name)
+            .map(|c| c.live.clone())
+    }
+}
+
+impl<F: Fabric> Actuator for SimRics<F> {
+    fn kind(&self) -> &'static str {
+        "demo"
+    }
+
+    fn apply<'a>(
+        &'a self,
+        desired: u32,
+        remove: &'a [Provisioned],
+    ) -> futures_util::future::BoxFuture<'a, Result<(), ActuatorError>> {
+        Box::pin(self.apply_now(desired, remove))
+    }
+
+    /// What the demo started goes first (newest first), then the configured ones.
+    fn removal_order(&self, candidates: &[Provisioned]) -> Option<Vec<Provisioned>> {
+        let started: Vec<String> = self
+            .lock()
+            .iter()
+            .rev()
+            .map(|c| c.backend.name.clone())
+            .collect();
+        let mut order: Vec<Provisioned> = started
+            .iter()
+            .filter_map(|n| candidates.iter().find(|c| &c.name == n).cloned())
+            .collect();
+        order.extend(
+            candidates
+                .iter()
+                .filter(|c| !started.contains(&c.name))
+                .cloned(),
+        );
+        Some(order)
+    }
+
+    fn discover(
+        &self,
+    ) -> futures_util::future::BoxFuture<'_, Result<Vec<Provisioned>, ActuatorError>> {
+        let mut out = self.external.active();
+        out.extend(self.lock().iter().map(|c| c.backend.clone()));
+        Box::pin(std::future::ready(Ok(out)))
     }
 }
 
@@ -130,6 +347,14 @@ async fn run_on<F: Fabric>(
     let backends = cfg.backends();
     let stop_rics = CancellationToken::new();
 
+    // Each RIC simulator counts CPU time per indication (without spending
+    // it) so that the first wave of nodes alone keeps the configured RICs at
+    // ~90 % CPU on any machine: the scaler and Bear then have work to do.
+    let per_ric = f64::from(opts.nodes) * NodeSimConfig::default().ran_functions.len() as f64
+        / opts.class.period().as_secs_f64().max(1e-3)
+        / backends.len().max(1) as f64;
+    let work = Duration::from_secs_f64((0.9 / per_ric.max(1e-9)).min(1.0));
+
     // RIC simulators, one per configured backend.
     let mut rics = Vec::new();
     for (i, b) in backends.iter().enumerate() {
@@ -139,6 +364,7 @@ async fn run_on<F: Fabric>(
             name: b.name.clone(),
             ric_id: i as u32 + 1,
             requestor_id: 100 + i as u16,
+            simulated_work_per_indication: work,
             ..RicSimConfig::default()
         };
         if let Some(addr) = metrics_addr(b)? {
@@ -162,7 +388,12 @@ async fn run_on<F: Fabric>(
     let shared = Arc::new(Shared::with_balance(
         cfg.proxy(),
         Arc::new(Pool::with_latency(backends.clone(), cfg.latency())),
-        cfg.balance_settings()?,
+        {
+            // The demo's story is short: Bear ends 2 s after the load falls.
+            let mut b = cfg.balance_settings()?;
+            b.bnb.hold = Duration::from_secs(2);
+            b
+        },
         fabric.connector(&topts),
         metrics.clone(),
     )?);
@@ -175,6 +406,48 @@ async fn run_on<F: Fabric>(
         async move { sp.cancelled().await },
     ));
     let balance = shared.balance.clone();
+
+    // The scaler, on a demo time scale, with RICs started in this process.
+    let mut sim_rics: Option<Arc<SimRics<F>>> = None;
+    let mut scaler: Option<Arc<ScaleControl>> = None;
+    let mut scale_task = None;
+    let (_leader_tx, leader) = tokio::sync::watch::channel(true);
+    if cfg.scale.enabled {
+        let exec = cfg.exec();
+        let a = Arc::new(SimRics {
+            fabric: fabric.clone(),
+            topts: topts.clone(),
+            work,
+            addresses: exec.addresses.clone(),
+            metrics_port: exec.metrics_port,
+            metrics_path: exec.metrics_path.clone(),
+            external: StaticPool::new(cfg.provisioned(), Vec::new()),
+            children: std::sync::Mutex::new(Vec::new()),
+            next: std::sync::atomic::AtomicU32::new(1),
+            finished: std::sync::Mutex::new(Vec::new()),
+        });
+        let mut settings = cfg.scale_settings()?;
+        settings.tick = Duration::from_secs(1);
+        settings.policy.min_replicas = backends.len() as u32;
+        settings.policy.max_replicas = backends.len() as u32 + 1;
+        settings.policy.up_cooldown = Duration::from_secs(3);
+        settings.policy.down_for = Duration::from_secs(4);
+        settings.policy.down_cooldown = Duration::from_secs(4);
+        // The paper's literal rule: any RIC at 80 % CPU asks for another.
+        settings.policy.room_cpu = 0.0;
+        let ctl = Arc::new(ScaleControl::new(settings, a.clone(), &metrics.registry)?);
+        let sp = stop_proxy.clone();
+        scale_task = Some(tokio::spawn(control::run(
+            ctl.clone(),
+            shared.pool.clone(),
+            shared.balance.clone(),
+            metrics.clone(),
+            leader,
+            async move { sp.cancelled().await },
+        )));
+        sim_rics = Some(a);
+        scaler = Some(ctl);
+    }
     let listen = cfg
         .proxy
         .listen
@@ -242,56 +515,144 @@ async fn run_on<F: Fabric>(
         }
     )?;
     let mut nodes = tokio::spawn(run_nodes(fabric.connector(&topts), ncfg, node_live.clone()));
+    // The second wave arrives once the scaler has added a backend (or at
+    // 80 % of the run): Bull-and-Bear, in Bear, sends it to the new one.
+    let wave2_nodes = (opts.nodes / 3).max(1);
+    let wave2_live = NodeLive::new();
+    let mut wave2: Option<tokio::task::JoinHandle<NodeReport>> = None;
+    let configured = backends.len();
 
-    // Live table, once a second, until the nodes are done.
+    // Live table, once a second, until the nodes are done; then, with the
+    // scaler, until the added backends are drained and stopped.
     let tty = std::io::stdout().is_terminal();
-    let mut last: Vec<u64> = vec![0; rics.len()];
+    let mut last: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let started = Instant::now();
-    let node_report: NodeReport = loop {
+    let mut rows_printed = 0usize;
+    let mut added: Vec<String> = Vec::new();
+    let mut node_report: Option<NodeReport> = None;
+    let mut scale_down_deadline: Option<Instant> = None;
+    loop {
         tokio::select! {
-            r = &mut nodes => break r.context("node simulators")?,
-            _ = tick.tick() => {
-                let mut table = String::new();
-                if tty {
-                    table.push_str(&format!("\x1b[{}A\x1b[J", rics.len() + 2).repeat(usize::from(started.elapsed() > Duration::from_millis(1500))));
-                }
-                let view = balance.view();
-                table.push_str(&format!(
-                    "t={:>4.0}s  nodes up {:>3}  subs {:>4}  sent {:>9}  balancer {}\n  {:<8} {:>6} {:>10} {:>9} {:>6} {:>6}\n",
-                    started.elapsed().as_secs_f64(),
-                    node_live.setups_ok.load(Relaxed),
-                    node_live.subscriptions.load(Relaxed),
-                    node_live.indications_sent.load(Relaxed),
-                    view.balancer.mode().as_str(),
-                    "backend", "assocs", "ind/s", "in-flight", "C", "CPU"
-                ));
-                for (i, (name, live, _)) in rics.iter().enumerate() {
-                    let now = live.indications.load(Relaxed);
-                    let rate = now - last[i];
-                    last[i] = now;
-                    let (c, cpu) = score_of(&view, &shared.pool, name);
-                    table.push_str(&format!(
-                        "  {:<8} {:>6} {:>10} {:>9} {:>6} {:>6}\n",
-                        name,
-                        metrics.associations.with_label_values(&[name]).get(),
-                        rate,
-                        metrics.in_flight.with_label_values(&[name]).get(),
-                        c,
-                        cpu,
-                    ));
-                }
-                write!(out, "{table}")?;
-                out.flush()?;
+            r = &mut nodes, if node_report.is_none() => {
+                node_report = Some(r.context("node simulators")?);
+            }
+            _ = tick.tick() => {}
+        }
+        for m in shared.pool.members().iter().skip(configured) {
+            if !added.iter().any(|n| n == m.name()) {
+                added.push(m.name().to_owned());
             }
         }
+        let elapsed = started.elapsed();
+        if wave2.is_none()
+            && node_report.is_none()
+            && (shared.pool.len() > configured || elapsed >= opts.duration.mul_f64(0.8))
+        {
+            let cfg2 = NodeSimConfig {
+                target: listen,
+                nodes: wave2_nodes,
+                first_node_id: 1 + opts.nodes,
+                class: opts.class,
+                duration: opts
+                    .duration
+                    .saturating_sub(elapsed)
+                    .max(Duration::from_secs(1)),
+                drain: Duration::from_secs(2),
+                connect_spread: Duration::from_millis(500),
+                ..NodeSimConfig::default()
+            };
+            writeln!(
+                out,
+                "-- t={:.0}s: {} more E2 nodes arrive",
+                elapsed.as_secs_f64(),
+                wave2_nodes
+            )?;
+            rows_printed = 0;
+            wave2 = Some(tokio::spawn(run_nodes(
+                fabric.connector(&topts),
+                cfg2,
+                wave2_live.clone(),
+            )));
+        }
+        let nodes_done = node_report.is_some() && wave2.as_ref().is_none_or(|w| w.is_finished());
+        if nodes_done {
+            if scaler.is_none() {
+                break;
+            }
+            let deadline =
+                *scale_down_deadline.get_or_insert(Instant::now() + Duration::from_secs(40));
+            if shared.pool.len() <= configured || Instant::now() >= deadline {
+                break;
+            }
+        }
+        // The table.
+        let view = balance.view();
+        let mut rows: Vec<(String, Option<Arc<RicLive>>)> = rics
+            .iter()
+            .map(|(n, l, _)| (n.clone(), Some(l.clone())))
+            .collect();
+        for name in &added {
+            rows.push((
+                name.clone(),
+                sim_rics.as_ref().and_then(|a| a.live_of(name)),
+            ));
+        }
+        let mut table = String::new();
+        if tty && rows_printed > 0 {
+            table.push_str(&format!("\x1b[{rows_printed}A\x1b[J"));
+        }
+        let replicas = scaler.as_ref().map_or_else(String::new, |c| {
+            let st = c.status(&shared.pool);
+            format!("  replicas {}/{}", st["actual"], st["desired"])
+        });
+        table.push_str(&format!(
+            "t={:>4.0}s  nodes up {:>3}  subs {:>4}  sent {:>9}  balancer {}{replicas}\n  {:<10} {:>6} {:>10} {:>9} {:>6} {:>6}\n",
+            elapsed.as_secs_f64(),
+            node_live.setups_ok.load(Relaxed) + wave2_live.setups_ok.load(Relaxed),
+            node_live.subscriptions.load(Relaxed) + wave2_live.subscriptions.load(Relaxed),
+            node_live.indications_sent.load(Relaxed) + wave2_live.indications_sent.load(Relaxed),
+            view.balancer.mode().as_str(),
+            "backend", "assocs", "ind/s", "in-flight", "C", "CPU"
+        ));
+        for (name, live) in &rows {
+            let now = live.as_ref().map_or(0, |l| l.indications.load(Relaxed));
+            let prev = last.insert(name.clone(), now).unwrap_or(0);
+            let (c, cpu) = score_of(&view, &shared.pool, name);
+            let gone = shared.pool.find(name).is_none();
+            table.push_str(&format!(
+                "  {:<10} {:>6} {:>10} {:>9} {:>6} {:>6}{}\n",
+                name,
+                metrics.associations.with_label_values(&[name]).get(),
+                now.saturating_sub(prev),
+                metrics.in_flight.with_label_values(&[name]).get(),
+                c,
+                cpu,
+                if gone { "  (stopped)" } else { "" },
+            ));
+        }
+        rows_printed = rows.len() + 2;
+        write!(out, "{table}")?;
+        out.flush()?;
+    }
+    let node_report = match node_report {
+        Some(r) => r,
+        None => nodes.await.context("node simulators")?,
+    };
+    let wave2_report = match wave2 {
+        Some(w) => Some(w.await.context("second-wave node simulators")?),
+        None => None,
     };
 
-    // Drain done inside run_nodes; stop the proxy, then the RICs, and collect.
+    // Drain done inside run_nodes; stop the scaler and the proxy, then the RICs, and collect.
+    let scale_records = scaler.as_ref().map(|c| c.records()).unwrap_or_default();
     stop_proxy.cancel();
     let _ = proxy_task.await;
     let _ = balance_task.await;
+    if let Some(t) = scale_task {
+        let _ = t.await;
+    }
     if let Some(t) = admin_task {
         let _ = t.await;
     }
@@ -300,6 +661,25 @@ async fn run_on<F: Fabric>(
     for (_, _, task) in rics {
         reports.push(task.await.context("RIC simulator")?);
     }
+    let added_reports = match &sim_rics {
+        Some(a) => a.stop_all().await,
+        None => Vec::new(),
+    };
+    let second_wave_on_added: u64 = added_reports.iter().map(|r| r.associations).sum();
+    reports.extend(added_reports);
+    let scaled_down: Vec<String> = added
+        .iter()
+        .filter(|n| shared.pool.find(n).is_none())
+        .cloned()
+        .collect();
+    let (w2_setups, w2_subs, w2_sent) = wave2_report.as_ref().map_or((0, 0, 0), |r| {
+        (r.setups_ok, r.subscriptions, r.indications_sent)
+    });
+    let wave2_count = if wave2_report.is_some() {
+        wave2_nodes
+    } else {
+        0
+    };
     let received: u64 = reports.iter().map(|r| r.indications).sum();
     let p50 = reports
         .iter()
@@ -311,7 +691,7 @@ async fn run_on<F: Fabric>(
         .fold(0.0, f64::max);
     let summary = DemoSummary {
         transport: format!("{:?}", opts.transport).to_lowercase(),
-        nodes: opts.nodes,
+        nodes: opts.nodes + wave2_count,
         backends: reports
             .iter()
             .map(|r| BackendSummary {
@@ -320,19 +700,48 @@ async fn run_on<F: Fabric>(
                 indications: r.indications,
             })
             .collect(),
-        setups_ok: node_report.setups_ok,
-        subscriptions: node_report.subscriptions,
-        sent: node_report.indications_sent,
+        setups_ok: node_report.setups_ok + w2_setups,
+        subscriptions: node_report.subscriptions + w2_subs,
+        sent: node_report.indications_sent + w2_sent,
         received,
-        lost: node_report.indications_sent as i64 - received as i64,
+        lost: (node_report.indications_sent + w2_sent) as i64 - received as i64,
         gaps: reports.iter().map(|r| r.gaps).sum(),
         duplicates: reports.iter().map(|r| r.duplicates).sum(),
         out_of_order: reports.iter().map(|r| r.out_of_order).sum(),
         e2e_p50_us: p50,
         e2e_p99_us: p99,
         rate_per_s: node_report.indication_rate,
+        scaled_up: added.clone(),
+        scaled_down,
+        second_wave: wave2_count,
+        second_wave_on_added,
     };
     writeln!(out, "\n== summary")?;
+    for r in scale_records.iter().filter(|r| {
+        r["decision"]["action"]["kind"]
+            .as_str()
+            .is_some_and(|k| k != "none")
+    }) {
+        writeln!(
+            out,
+            "  scaler {}: {} ({} -> {}) {}",
+            r["decision"]["action"]["kind"].as_str().unwrap_or(""),
+            r["decision"]["rule"].as_str().unwrap_or(""),
+            r["decision"]["current"],
+            r["decision"]["desired"],
+            r["outcome"].as_str().unwrap_or("")
+        )?;
+    }
+    if !summary.scaled_up.is_empty() {
+        writeln!(
+            out,
+            "  added {:?}: {} of {} second-wave nodes placed on them; drained and stopped {:?}",
+            summary.scaled_up,
+            summary.second_wave_on_added,
+            summary.second_wave,
+            summary.scaled_down
+        )?;
+    }
     for b in &summary.backends {
         writeln!(
             out,

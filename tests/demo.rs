@@ -12,7 +12,7 @@ use e2lb::sim::TrafficClass;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_on_the_in_memory_transport_loses_nothing() {
     let opts = DemoOptions {
-        duration: Duration::from_secs(2),
+        duration: Duration::from_secs(8),
         nodes: 9,
         class: TrafficClass::Custom {
             period: Duration::from_millis(20),
@@ -24,20 +24,30 @@ async fn demo_on_the_in_memory_transport_loses_nothing() {
     let mut out = Vec::new();
     let s = demo::run(opts, &mut out).await.unwrap();
     let text = String::from_utf8_lossy(&out);
-    assert_eq!(s.setups_ok, 9, "{text}");
-    assert_eq!(s.subscriptions, 18, "{text}");
+    // 9 nodes, then 3 more once the scaler has added a RIC.
+    assert_eq!(s.nodes, 12, "{text}");
+    assert_eq!(s.setups_ok, 12, "{text}");
+    assert_eq!(s.subscriptions, 24, "{text}");
     assert!(s.sent > 1000, "{text}");
     assert_eq!(s.lost, 0, "{text}");
     assert_eq!((s.gaps, s.duplicates, s.out_of_order), (0, 0, 0));
-    // Bull-and-Bear on idle backends: power of two choices spreads the nodes;
-    // every association is on some backend and the ones used got indications.
-    assert_eq!(s.backends.iter().map(|b| b.associations).sum::<u64>(), 9);
+    // Every association is on some backend and the ones used got indications.
+    assert_eq!(s.backends.iter().map(|b| b.associations).sum::<u64>(), 12);
     let used = s.backends.iter().filter(|b| b.associations > 0).count();
-    assert!(used >= 2, "{text}");
+    assert!(used >= 3, "{text}");
     for b in s.backends.iter().filter(|b| b.associations > 0) {
         assert!(b.indications > 0, "{text}");
     }
+    // The story: load → Bear → the scaler adds a RIC, Bull-and-Bear sends
+    // the second wave to it, the load falls → it is drained and stopped.
     assert!(text.contains("balancer bull"), "{text}");
+    assert!(text.contains("balancer bear"), "{text}");
+    assert_eq!(s.scaled_up, ["ric-auto-1"], "{text}");
+    assert_eq!(s.second_wave, 3, "{text}");
+    assert_eq!(s.second_wave_on_added, 3, "{text}");
+    assert_eq!(s.scaled_down, ["ric-auto-1"], "{text}");
+    assert!(text.contains("scaler scale_up: cpu_high"), "{text}");
+    assert!(text.contains("scaler scale_down: cpu_low"), "{text}");
     assert!(text.contains("lost 0"));
 }
 
@@ -52,7 +62,7 @@ fn demo_binary_over_kernel_sctp() {
         .args([
             "demo",
             "--duration",
-            "5s",
+            "10s",
             "--nodes",
             "30",
             "--no-admin",
@@ -66,8 +76,20 @@ fn demo_binary_over_kernel_sctp() {
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let _ = std::fs::remove_file(&report);
-    assert_eq!(s["setups_ok"], 30, "{stdout}");
+    assert_eq!(s["nodes"], 40, "{stdout}");
+    assert_eq!(s["setups_ok"], 40, "{stdout}");
     assert_eq!(s["lost"], 0, "{stdout}");
+    assert_eq!(
+        s["scaled_up"],
+        serde_json::json!(["ric-auto-1"]),
+        "{stdout}"
+    );
+    assert_eq!(s["second_wave_on_added"], 10, "{stdout}");
+    assert_eq!(
+        s["scaled_down"],
+        serde_json::json!(["ric-auto-1"]),
+        "{stdout}"
+    );
     assert!(s["received"].as_u64().unwrap() > 1000, "{stdout}");
     assert!(stdout.contains("messages sent by the nodes"), "{stdout}");
 }

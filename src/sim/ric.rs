@@ -56,6 +56,10 @@ pub struct RicSimConfig {
     pub control_period: Option<Duration>,
     /// Busy CPU work per indication, so CPU figures follow the load.
     pub work_per_indication: Duration,
+    /// CPU time counted per indication without spending it: a RIC of
+    /// limited capacity whose CPU figure follows the load the same on any
+    /// machine (the demo uses it). Counted in the handler CPU figure.
+    pub simulated_work_per_indication: Duration,
     /// How long closing an association may take at shutdown.
     pub close_timeout: Duration,
 }
@@ -72,6 +76,7 @@ impl Default for RicSimConfig {
             subscribe_functions: None,
             control_period: None,
             work_per_indication: Duration::ZERO,
+            simulated_work_per_indication: Duration::ZERO,
             close_timeout: Duration::from_secs(1),
         }
     }
@@ -824,6 +829,13 @@ impl Conn {
             }
         }
         cpu::busy_work(self.shared.cfg.work_per_indication);
+        let simulated = self.shared.cfg.simulated_work_per_indication;
+        if !simulated.is_zero() {
+            live.busy_ns.fetch_add(
+                u64::try_from(simulated.as_nanos()).unwrap_or(u64::MAX),
+                Relaxed,
+            );
+        }
         live.processed(arrived.elapsed());
         self.maybe_merge();
     }
