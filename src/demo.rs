@@ -252,28 +252,27 @@ impl<F: Fabric> SimRics<F> {
             }
         }
         for c in stopping {
-            c.stop.cancel();
-            if let Ok(r) = c.task.await {
-                self.finished
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(r);
-            }
+            self.reap(c).await;
         }
         Ok(())
+    }
+
+    /// Stops one added RIC and keeps its report.
+    async fn reap(&self, c: SimChild) {
+        c.stop.cancel();
+        if let Ok(r) = c.task.await {
+            self.finished
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(r);
+        }
     }
 
     /// Stops every added RIC; returns all their reports.
     async fn stop_all(&self) -> Vec<RicReport> {
         let children: Vec<SimChild> = self.lock().drain(..).collect();
         for c in children {
-            c.stop.cancel();
-            if let Ok(r) = c.task.await {
-                self.finished
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(r);
-            }
+            self.reap(c).await;
         }
         std::mem::take(&mut *self.finished.lock().unwrap_or_else(|e| e.into_inner()))
     }

@@ -12,9 +12,10 @@
 //!   gets no new node while a cool backend exists; once it cools down the
 //!   pool leaves Bear after the hold time and it is picked again.
 
+#[path = "common/prometheus.rs"]
+mod prometheus;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use e2lb::probe::{ProbeConfig, Prober, PromqlConfig, Source};
 use e2lb::proxy::Metrics;
 use e2lb::session::{BackendId, NodeId};
 use e2lb::sim::{bind_metrics, serve_metrics_on, RicLive};
+use prometheus::PromServer;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
@@ -547,87 +549,17 @@ async fn cpu_skew_keeps_new_nodes_off_the_hot_backend() {
     eprintln!("cpu skew test took {:?}", t0.elapsed());
 }
 
-/// A Prometheus server on loopback scraping `targets` every second, with its
-/// own configuration and storage; killed and cleaned up on drop.
-struct PromServer {
-    child: Child,
-    dir: PathBuf,
-    base_url: String,
-}
-
-impl PromServer {
-    /// `None` (with a message) when the binary is missing outside CI.
-    fn start(targets: &[SocketAddr]) -> Option<PromServer> {
-        let found = Command::new("prometheus")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            let msg = "the `prometheus` binary is not on PATH; install it with \
-                       `apt-get install -y prometheus` (Debian package prometheus, \
-                       scripts/install-deps does)";
-            assert!(std::env::var_os("CI").is_none(), "{msg}");
-            eprintln!("SKIPPED: {msg}");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!(
-            "e2lb-balance-live-prom-{}-{}",
-            std::process::id(),
-            port
-        ));
-        std::fs::create_dir_all(dir.join("data")).expect("temp dir");
-        let list: Vec<String> = targets.iter().map(|a| format!("'{a}'")).collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: ric\n    scrape_interval: 1s\n    \
-             scrape_timeout: 500ms\n    static_configs:\n      - targets: [{}]\n",
-            list.join(", ")
-        );
-        std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn prometheus");
-        Some(PromServer {
-            child,
-            dir,
-            base_url: format!("http://127.0.0.1:{port}"),
-        })
-    }
-}
-
-impl Drop for PromServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promql_source_feeds_the_balancer_from_a_real_prometheus() {
     let t0 = Instant::now();
     let mut rics = vec![RicMetrics::start().await, RicMetrics::start().await];
-    let Some(prom) = PromServer::start(&[rics[0].at, rics[1].at]) else {
+    if !prometheus::installed() {
+        // Outside CI a missing binary skips; in CI it is installed.
+        assert!(std::env::var_os("CI").is_none(), "{}", prometheus::MISSING);
+        eprintln!("SKIPPED: {}", prometheus::MISSING);
         return;
-    };
+    }
+    let prom = PromServer::start(&[rics[0].at, rics[1].at], "balance-live");
     let backends: Vec<Backend> = (0u32..)
         .zip(&rics)
         .map(|(i, r)| {

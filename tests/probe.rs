@@ -5,9 +5,10 @@
 //! `prometheus`: `apt-get install -y prometheus`); it fails, not skips,
 //! without it.
 
+#[path = "common/prometheus.rs"]
+mod prometheus;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use e2lb::session::BackendId;
 use e2lb::sim::{metrics, run_ric, RicLive, RicReport, RicSimConfig};
 use e2lb::transport::mem::MemNet;
 use e2lb::transport::Options;
+use prometheus::PromServer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -257,74 +259,6 @@ async fn a_silent_endpoint_times_out_and_run_ticks_in_rounds() {
     ric.stop().await;
 }
 
-/// A Prometheus server on loopback with its own config and storage; killed
-/// and cleaned up on drop.
-struct PromServer {
-    child: Child,
-    dir: PathBuf,
-    base_url: String,
-}
-
-impl PromServer {
-    fn start(scrape: &[SocketAddr]) -> PromServer {
-        if Command::new("prometheus")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_or(true, |s| !s.success())
-        {
-            panic!(
-                "the `prometheus` binary is not on PATH; install it with \
-                 `apt-get install -y prometheus` (Debian package prometheus)"
-            );
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("e2lb-probe-prom-{}-{}", std::process::id(), port));
-        std::fs::create_dir_all(dir.join("data")).expect("temp dir");
-        let targets: Vec<String> = scrape.iter().map(|a| format!("'{a}'")).collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: ric\n    scrape_interval: 1s\n    \
-             scrape_timeout: 500ms\n    static_configs:\n      - targets: [{}]\n",
-            targets.join(", ")
-        );
-        std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn prometheus");
-        PromServer {
-            child,
-            dir,
-            base_url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for PromServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Repeats rounds (every 250 ms, up to `limit`) until `done` holds.
 async fn round_until(
     prober: &Prober,
@@ -353,7 +287,10 @@ async fn promql_source_reads_figures_from_a_real_prometheus() {
     let mut rics = vec![Ric::start(&net, 4).await, Ric::start(&net, 5).await];
     let targets: Vec<Target> = (0u32..).zip(&rics).map(|(i, r)| r.target(i)).collect();
     let scrape: Vec<SocketAddr> = rics.iter().map(|r| r.metrics_at).collect();
-    let mut prom = PromServer::start(&scrape);
+    let mut prom = {
+        assert!(prometheus::installed(), "{}", prometheus::MISSING);
+        PromServer::start(&scrape, "probe")
+    };
     let prober = Prober::new(
         ProbeConfig::default(),
         Source::Promql(PromqlConfig {
