@@ -7,6 +7,7 @@
 //! - [`proxy`]: the tokio shell that relays associations through sessions.
 //! - [`balance`]: backend pool and the Bull-and-Bear rule; [`probe`]: backend probes.
 //! - [`scale`]: the scaler (pure policy) and its actuators.
+//! - [`migrate`]: the migration planner (pure) and the re-homing of live associations.
 //! - [`sim`]: E2 node and RIC simulators, the load-test harness.
 //! - [`config`]: TOML configuration and its validation.
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod demo;
 pub mod e2ap;
 pub mod leader;
+pub mod migrate;
 pub mod probe;
 pub mod proxy;
 pub mod scale;

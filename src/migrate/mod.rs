@@ -1,0 +1,4 @@
+//! Migration: the planner (pure) decides which associations move where; the
+//! executor re-homes live associations through their sessions.
+
+pub mod plan;
