@@ -126,7 +126,7 @@ fn session_only(c: &mut Criterion) {
     s.handle_node(t0, Message::new(0, 70, setup));
     s.backend_attached(t0, BackendId(0));
     let resp = peers::setup_response();
-    s.handle_backend(t0, Message::new(0, 70, resp));
+    s.handle_backend(t0, BackendId(0), Message::new(0, 70, resp));
     while s.poll_transmit().is_some() {}
     while s.poll_event().is_some() {}
     let msg = Message::new(0, 70, peers::indication(1, 1, 100));

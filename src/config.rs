@@ -22,7 +22,7 @@ use crate::scale::actuator::Provisioned;
 use crate::scale::control::ScaleSettings;
 use crate::scale::pid::PidConfig;
 use crate::scale::policy::ScalerConfig;
-use crate::session::{BackendId, SessionConfig, TimeToWait};
+use crate::session::{BackendId, RehomeConfig, SessionConfig, TimeToWait};
 use crate::transport::Options;
 
 /// The embedded default configuration (the documented example file).
@@ -493,6 +493,46 @@ impl Default for AdminSection {
     }
 }
 
+/// `[migrate]`: re-homing live associations and the migration planner.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrateSection {
+    /// Re-home a node whose backend association fails (else close the node too).
+    pub rehome_on_failure: bool,
+    /// Re-home every association of a backend whose probe turns unhealthy.
+    pub rehome_on_unhealthy: bool,
+    /// Empty a backend the scaler removes by migrating its associations.
+    pub on_scale_in: bool,
+    /// After a scale-up while the pool is in Bear, move associations onto the new backend.
+    pub rebalance_on_scale_up: bool,
+    /// Time the target's xApps have to re-subscribe what the node has.
+    #[serde(deserialize_with = "duration")]
+    pub handover_timeout: Duration,
+    /// Time a released source has to answer what it owes.
+    #[serde(deserialize_with = "duration")]
+    pub release_timeout: Duration,
+    /// Node messages held per association while no backend can take them.
+    pub buffer: usize,
+    /// Time one move may take before the executor stops waiting for it.
+    #[serde(deserialize_with = "duration")]
+    pub move_timeout: Duration,
+}
+
+impl Default for MigrateSection {
+    fn default() -> Self {
+        MigrateSection {
+            rehome_on_failure: true,
+            rehome_on_unhealthy: true,
+            on_scale_in: true,
+            rebalance_on_scale_up: false,
+            handover_timeout: Duration::from_secs(5),
+            release_timeout: Duration::from_secs(5),
+            buffer: 4096,
+            move_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
 /// `[log]`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -517,6 +557,7 @@ pub struct Config {
     pub balance: BalanceSection,
     pub probe: ProbeSection,
     pub scale: ScaleSection,
+    pub migrate: MigrateSection,
     pub admin: AdminSection,
     pub log: LogSection,
 }
@@ -645,6 +686,19 @@ impl Config {
         }
         if b.latency_window.is_zero() {
             return Err(invalid("balance.latency_window", "must be more than 0"));
+        }
+        let mg = &self.migrate;
+        if mg.buffer == 0 {
+            return Err(invalid("migrate.buffer", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("migrate.handover_timeout", mg.handover_timeout),
+            ("migrate.release_timeout", mg.release_timeout),
+            ("migrate.move_timeout", mg.move_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be more than 0"));
+            }
         }
         self.scale_settings()?;
         let sc = &self.scale;
@@ -923,6 +977,17 @@ impl Config {
         }
     }
 
+    /// Re-homing knobs of every session.
+    pub fn rehome(&self) -> RehomeConfig {
+        let m = &self.migrate;
+        RehomeConfig {
+            on_backend_failure: m.rehome_on_failure,
+            handover_timeout: m.handover_timeout,
+            release_timeout: m.release_timeout,
+            buffer: m.buffer,
+        }
+    }
+
     /// Proxy knobs.
     pub fn proxy(&self) -> ProxyConfig {
         let p = &self.proxy;
@@ -931,6 +996,7 @@ impl Config {
                 setup_timeout: p.setup_timeout,
                 request_timeout: p.request_timeout,
                 retry_after: TimeToWait::from_duration(p.retry_after).unwrap_or(TimeToWait::V10s),
+                rehome: self.rehome(),
             },
             queue: p.queue,
             connect_timeout: p.connect_timeout,
@@ -1067,6 +1133,12 @@ mod tests {
             ("scale", "tick = '0s'", "scale.tick"),
             ("scale", "actuator = 'magic'", "actuator"),
             ("scale", "exec = { start = [] }", "scale.exec.start"),
+            ("migrate", "buffer = 0", "migrate.buffer"),
+            (
+                "migrate",
+                "handover_timeout = '0s'",
+                "migrate.handover_timeout",
+            ),
         ] {
             let e = Config::parse(&format!("[{section}]\n{bad}\n{base}")).unwrap_err();
             assert!(e.to_string().contains(key), "{bad}: {e}");

@@ -75,7 +75,7 @@ async fn slow_backend_pushes_back_on_the_node_without_loss() {
 /// Messages e2lb held for a backend that then vanished are counted as dropped
 /// (never silently), and the node's association is closed.
 #[tokio::test]
-async fn messages_queued_for_a_vanished_backend_are_counted() {
+async fn messages_for_a_vanished_backend_with_no_other_are_counted() {
     use e2lb::balance::{Backend, Pool};
     use e2lb::proxy::{self, Metrics, ProxyConfig, Shared};
     use e2lb::transport::{AssociationExt, Connector, Listener, Message};
@@ -129,7 +129,9 @@ async fn messages_queued_for_a_vanished_backend_are_counted() {
         }
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    drop(ric); // the backend vanishes with messages still queued in e2lb
+    // The backend vanishes with messages still queued in e2lb; no other
+    // backend can take the node, so it is closed and the messages counted.
+    drop(ric);
     let closed = tokio::time::timeout(Duration::from_secs(5), node.recv())
         .await
         .unwrap();

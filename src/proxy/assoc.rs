@@ -8,12 +8,13 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use prometheus::IntCounter;
+use tokio::sync::oneshot;
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, field, info, info_span, warn, Instrument};
 
 use super::metrics::direction;
-use super::table::Registered;
+use super::table::{Command, MoveOutcome, MoveReason, Registered};
 use super::Shared;
 use crate::balance::{Homed, Member, Placement};
 use crate::session::{BackendId, CloseReason, Event, Initiator, NodeId, Peer, Session, Side};
@@ -78,13 +79,23 @@ impl<A: Association> Leg<A> {
 
 enum Io<A> {
     Node(Result<Option<Message>, Error>),
-    Backend(Result<Option<Message>, Error>),
-    Connected(Option<(Arc<Member>, A, Placement)>),
+    Backend(BackendId, Result<Option<Message>, Error>),
+    Connected(Purpose, Option<(Arc<Member>, A, Placement)>),
     SendFailed(Peer, Error),
+    Command(Command),
     Timer,
     Cancelled,
     /// Closing, and everything queued has been handed to the transports.
     Flushed,
+}
+
+/// Why a backend is being connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    /// The node's E2 Setup needs a backend.
+    Setup,
+    /// A migration target (planned, or after the backend failed).
+    Target,
 }
 
 struct Attached {
@@ -98,13 +109,25 @@ struct Attached {
     messages: [IntCounter; 2],
 }
 
+/// One backend association of this node (two while migrating).
+struct BackendLeg<A> {
+    attached: Attached,
+    leg: Leg<A>,
+}
+
+/// A requested move waiting for its outcome.
+struct Requested {
+    reason: MoveReason,
+    reply: Option<oneshot::Sender<MoveOutcome>>,
+}
+
 struct Driver<N, C: Connector> {
     shared: Arc<Shared<C>>,
     session: Session,
     node: Leg<N>,
-    backend: Option<Leg<C::Assoc>>,
-    attached: Option<Attached>,
-    connecting: Option<Connecting<C::Assoc>>,
+    legs: Vec<BackendLeg<C::Assoc>>,
+    connecting: Option<(Purpose, Connecting<C::Assoc>)>,
+    requested: Option<Requested>,
     cancel: CancellationToken,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     cancel_seen: bool,
@@ -112,7 +135,8 @@ struct Driver<N, C: Connector> {
     armed: Option<Instant>,
     first_deadline: Option<Instant>,
     closing: Option<(CloseReason, Instant)>,
-    reported_in_flight: i64,
+    /// In-flight figure last reported, and to which backend.
+    reported_in_flight: (Option<BackendId>, i64),
     cap: usize,
     registered: Registered,
 }
@@ -133,9 +157,9 @@ impl<N: Association, C: Connector> Driver<N, C> {
         Driver {
             session: Session::new(shared.config.session.clone()),
             node: Leg::new(node, cap),
-            backend: None,
-            attached: None,
+            legs: Vec::with_capacity(2),
             connecting: None,
+            requested: None,
             cancelled: Box::pin(cancel.clone().cancelled_owned()),
             cancel,
             cancel_seen: false,
@@ -143,20 +167,22 @@ impl<N: Association, C: Connector> Driver<N, C> {
             armed: None,
             first_deadline,
             closing: None,
-            reported_in_flight: 0,
+            reported_in_flight: (None, 0),
             cap,
             registered,
             shared,
         }
     }
 
+    fn leg(&self, id: BackendId) -> Option<&BackendLeg<C::Assoc>> {
+        self.legs.iter().find(|l| l.attached.id == id)
+    }
+
     async fn drive(&mut self) {
         loop {
             self.drain_session();
             if let Some((_, deadline)) = self.closing {
-                let flushed = self.node.queue.is_empty()
-                    && self.backend.as_ref().is_none_or(|b| b.queue.is_empty());
-                if flushed || now() >= deadline {
+                if self.queues_empty() || now() >= deadline {
                     return;
                 }
             }
@@ -168,6 +194,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
             match io {
                 Io::Node(Ok(Some(m))) => {
                     self.first_deadline = None;
+                    self.registered.record().relayed(m.payload.len());
                     self.session.handle_node(t, m);
                 }
                 Io::Node(Ok(None)) => {
@@ -180,16 +207,14 @@ impl<N: Association, C: Connector> Driver<N, C> {
                     self.node.eof = true;
                     self.session.node_closed();
                 }
-                Io::Backend(Ok(Some(m))) => self.session.handle_backend(t, m),
-                Io::Backend(Ok(None)) => {
-                    info!("backend shut down the association");
-                    self.drop_backend();
-                    self.session.backend_closed(t);
+                Io::Backend(id, Ok(Some(m))) => self.session.handle_backend(t, id, m),
+                Io::Backend(id, Ok(None)) => {
+                    info!(backend = %id, "backend shut down the association");
+                    self.leg_ended(t, id);
                 }
-                Io::Backend(Err(e)) => {
+                Io::Backend(id, Err(e)) => {
                     self.transport_error(Side::Backend, &e);
-                    self.drop_backend();
-                    self.session.backend_closed(t);
+                    self.leg_ended(t, id);
                 }
                 Io::SendFailed(Peer::Node, e) => {
                     self.transport_error(Side::Node, &e);
@@ -200,15 +225,16 @@ impl<N: Association, C: Connector> Driver<N, C> {
                     self.node.queue.clear();
                     self.session.node_closed();
                 }
-                Io::SendFailed(Peer::Backend, e) => {
+                Io::SendFailed(Peer::Backend(id), e) => {
                     self.transport_error(Side::Backend, &e);
-                    self.drop_backend();
-                    self.session.backend_closed(t);
+                    self.leg_ended(t, id);
                 }
-                Io::Connected(Some((member, assoc, placement))) => {
-                    self.attach(t, member, assoc, placement)
+                Io::Connected(Purpose::Setup, Some((member, assoc, placement))) => {
+                    let id = self.add_leg(member, assoc, placement);
+                    self.set_record_backend(Some(id));
+                    self.session.backend_attached(t, id);
                 }
-                Io::Connected(None) => {
+                Io::Connected(Purpose::Setup, None) => {
                     warn!("no backend could take the node: answering E2 Setup Failure with TimeToWait");
                     self.shared
                         .metrics
@@ -217,6 +243,30 @@ impl<N: Association, C: Connector> Driver<N, C> {
                         .inc();
                     self.session.no_backend(t);
                 }
+                Io::Connected(Purpose::Target, Some((member, assoc, placement))) => {
+                    let id = self.add_leg(member, assoc, placement);
+                    if let Err(e) = self.session.migrate_to(t, id) {
+                        self.close_leg(id);
+                        self.answer(MoveOutcome::Refused {
+                            reason: e.to_string(),
+                        });
+                    } else {
+                        info!(target = %id, "re-homing: E2 Setup replayed to the target");
+                    }
+                }
+                Io::Connected(Purpose::Target, None) => {
+                    warn!("re-homing: no backend could be connected as a target");
+                    self.shared
+                        .metrics
+                        .migrations
+                        .with_label_values(&[self.move_kind(), "aborted", "no_target"])
+                        .inc();
+                    self.answer(MoveOutcome::Aborted {
+                        reason: "no backend could be connected as a target".into(),
+                    });
+                    self.session.no_target(t);
+                }
+                Io::Command(c) => self.on_command(c),
                 Io::Timer => self.on_timer(t),
                 Io::Cancelled => {
                     self.cancel_seen = true;
@@ -243,20 +293,77 @@ impl<N: Association, C: Connector> Driver<N, C> {
         self.session.handle_timeout(t);
     }
 
+    fn on_command(&mut self, c: Command) {
+        let Command::Migrate {
+            target,
+            reason,
+            reply,
+        } = c;
+        let refuse = |reply: Option<oneshot::Sender<MoveOutcome>>, why: &str| {
+            if let Some(r) = reply {
+                let _ = r.send(MoveOutcome::Refused {
+                    reason: why.to_owned(),
+                });
+            }
+        };
+        if self.closing.is_some() || !self.session.is_established() {
+            return refuse(reply, "the association is not set up");
+        }
+        if self.session.is_migrating() || self.connecting.is_some() || self.requested.is_some() {
+            return refuse(reply, "a migration is already in progress");
+        }
+        let (Some(node), Some(current)) = (self.session.node().cloned(), self.session.backend())
+        else {
+            return refuse(reply, "the association has no backend");
+        };
+        if target == Some(current) {
+            return refuse(reply, "the node is already on that backend");
+        }
+        info!(?target, reason = reason.name(), "re-homing requested");
+        self.requested = Some(Requested { reason, reply });
+        let shared = self.shared.clone();
+        let fut: Connecting<C::Assoc> = match target {
+            Some(t) => Box::pin(connect_to(shared, node, t)),
+            None => Box::pin(connect_some(shared, node, vec![current])),
+        };
+        self.connecting = Some((Purpose::Target, fut));
+    }
+
+    /// Reply to the requested move, if any.
+    fn answer(&mut self, outcome: MoveOutcome) {
+        if let Some(r) = self.requested.take() {
+            if let Some(reply) = r.reply {
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    /// Metric label of the move in progress.
+    fn move_kind(&self) -> &'static str {
+        match &self.requested {
+            Some(r) => r.reason.name(),
+            None => "failover",
+        }
+    }
+
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Io<C::Assoc>> {
         if let Poll::Ready(Err(e)) = self.node.poll_flush(cx) {
             return Poll::Ready(Io::SendFailed(Peer::Node, e));
         }
-        if let Some(b) = self.backend.as_mut() {
-            if let Poll::Ready(Err(e)) = b.poll_flush(cx) {
-                return Poll::Ready(Io::SendFailed(Peer::Backend, e));
+        for b in self.legs.iter_mut() {
+            if let Poll::Ready(Err(e)) = b.leg.poll_flush(cx) {
+                return Poll::Ready(Io::SendFailed(Peer::Backend(b.attached.id), e));
             }
         }
-        if let Some(f) = self.connecting.as_mut() {
+        if let Some((purpose, f)) = self.connecting.as_mut() {
             if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                let purpose = *purpose;
                 self.connecting = None;
-                return Poll::Ready(Io::Connected(r));
+                return Poll::Ready(Io::Connected(purpose, r));
             }
+        }
+        if let Poll::Ready(Some(c)) = self.registered.commands().poll_recv(cx) {
+            return Poll::Ready(Io::Command(c));
         }
         // A plain flag check on every pass (so shutdown is seen under load);
         // the waker is registered only when about to sleep, below.
@@ -267,19 +374,16 @@ impl<N: Association, C: Connector> Driver<N, C> {
             return Poll::Ready(Io::Flushed);
         }
         if self.closing.is_none() {
-            let room_to_backend = self
-                .backend
-                .as_ref()
-                .is_none_or(|b| b.queue.len() < self.cap);
+            let room_to_backend = self.legs.iter().all(|b| b.leg.queue.len() < self.cap);
             if !self.node.eof && room_to_backend && self.session.wants_node_input() {
                 if let Poll::Ready(r) = self.node.assoc.poll_recv(cx) {
                     return Poll::Ready(Io::Node(r));
                 }
             }
             if self.node.queue.len() < self.cap {
-                if let Some(b) = self.backend.as_mut().filter(|b| !b.eof) {
-                    if let Poll::Ready(r) = b.assoc.poll_recv(cx) {
-                        return Poll::Ready(Io::Backend(r));
+                for b in self.legs.iter_mut().filter(|b| !b.leg.eof) {
+                    if let Poll::Ready(r) = b.leg.assoc.poll_recv(cx) {
+                        return Poll::Ready(Io::Backend(b.attached.id, r));
                     }
                 }
             }
@@ -295,7 +399,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
     }
 
     fn queues_empty(&self) -> bool {
-        self.node.queue.is_empty() && self.backend.as_ref().is_none_or(|b| b.queue.is_empty())
+        self.node.queue.is_empty() && self.legs.iter().all(|b| b.leg.queue.is_empty())
     }
 
     fn arm_timer(&mut self) {
@@ -319,24 +423,34 @@ impl<N: Association, C: Connector> Driver<N, C> {
     fn drain_session(&mut self) {
         while let Some(t) = self.session.poll_transmit() {
             let len = t.msg.payload.len();
-            match t.to {
-                Peer::Node => self.node.queue.push_back(t.msg),
-                Peer::Backend => match self.backend.as_mut() {
-                    Some(b) => b.queue.push_back(t.msg),
+            let counter = match t.to {
+                Peer::Node => {
+                    self.node.queue.push_back(t.msg);
+                    self.legs
+                        .iter()
+                        .find(|b| Some(b.attached.id) == self.session.backend())
+                        .map(|b| &b.attached.messages[1])
+                }
+                Peer::Backend(id) => match self.legs.iter_mut().find(|b| b.attached.id == id) {
+                    Some(b) => {
+                        b.leg.queue.push_back(t.msg);
+                        Some(&b.attached.messages[0])
+                    }
                     None => {
                         warn!(
                             procedure = t.procedure,
-                            "message for a backend that is gone: dropped"
+                            backend = %id,
+                            "message for a backend leg that is gone: dropped"
                         );
-                        self.shared.metrics.dropped(Peer::Backend, 1);
+                        self.shared.metrics.dropped(t.to, 1);
                         continue;
                     }
                 },
+            };
+            if let Some(c) = counter {
+                c.inc();
             }
             self.shared.metrics.forwarded(t.to, t.procedure, len);
-            if let Some(a) = self.attached.as_ref() {
-                a.messages[usize::from(t.to == Peer::Node)].inc();
-            }
         }
         while let Some(ev) = self.session.poll_event() {
             self.on_event(ev);
@@ -350,7 +464,8 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 tracing::Span::current().record("node", field::display(&node));
                 self.registered.record().set_node(node.to_string());
                 let shared = self.shared.clone();
-                self.connecting = Some(Box::pin(connect_some(shared, node, tried)));
+                self.connecting =
+                    Some((Purpose::Setup, Box::pin(connect_some(shared, node, tried))));
             }
             Event::SetupComplete {
                 backend,
@@ -370,7 +485,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
             Event::SetupTimedOut { backend } => {
                 warn!(%backend, "backend did not complete the E2 Setup: trying another");
                 m.setups.with_label_values(&["timeout"]).inc();
-                self.drop_backend();
+                self.close_leg(backend);
             }
             Event::Latency {
                 backend,
@@ -378,13 +493,13 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 initiator,
                 latency,
             } => {
-                if let Some(a) = self.attached.as_ref() {
+                if let Some(a) = backend.and_then(|b| self.leg(b)).map(|b| &b.attached) {
                     m.latency(&a.name, procedure, initiator)
                         .observe(latency.as_secs_f64());
                     // The balancer's L: requests this backend answered (the
                     // node initiated them). RIC-initiated requests measure
                     // the node's answer time; they are in the histogram only.
-                    if initiator == Initiator::Node && backend.is_none_or(|b| b == a.id) {
+                    if initiator == Initiator::Node {
                         a.homed.member().record_latency(now(), latency);
                     }
                 }
@@ -408,87 +523,216 @@ impl<N: Association, C: Connector> Driver<N, C> {
             Event::Close(reason) => {
                 debug!(reason = reason.name(), "closing association");
                 m.closes.with_label_values(&[reason.name()]).inc();
+                let why = format!("the association closed ({})", reason.name());
                 self.closing = Some((reason, now() + self.shared.config.drain_timeout));
+                self.answer(MoveOutcome::Aborted { reason: why });
+            }
+            Event::BackendLost { backend } => {
+                warn!(%backend, held = self.session.held(),
+                      "backend leg failed: holding the node's messages and re-homing it");
+                m.rehomes.inc();
+                self.set_record_backend(None);
+            }
+            Event::NeedTarget { node, tried } => {
+                let shared = self.shared.clone();
+                self.connecting =
+                    Some((Purpose::Target, Box::pin(connect_some(shared, node, tried))));
+            }
+            Event::MigrationSetUp { target, latency } => {
+                debug!(%target, latency_ms = latency.as_secs_f64() * 1e3,
+                       "re-homing: the target accepted the replayed E2 Setup");
+                m.migration_setup_latency.observe(latency.as_secs_f64());
+            }
+            Event::SubscriptionAdopted {
+                target,
+                ran_function,
+                node_id,
+                ric_id,
+                flushed,
+            } => {
+                debug!(%target, ran_function, %node_id, %ric_id, flushed,
+                       "re-homing: subscription adopted by the target");
+                m.subscriptions_adopted.inc();
+            }
+            Event::SubscriptionDropped {
+                ran_function,
+                node_id,
+                held_dropped,
+            } => {
+                warn!(ran_function, %node_id, held_dropped,
+                      "re-homing: the target did not take over this subscription in time: deleted at the node");
+                m.subscriptions_dropped.inc();
+                m.dropped(Peer::Backend(BackendId(0)), held_dropped);
+            }
+            Event::MigrationAborted { target, reason } => {
+                warn!(%target, reason = reason.name(), ?reason, "re-homing aborted: the association stays where it is");
+                m.migrations
+                    .with_label_values(&[self.move_kind(), "aborted", reason.name()])
+                    .inc();
+                self.close_leg(target);
+                self.answer(MoveOutcome::Aborted {
+                    reason: format!("{reason:?}"),
+                });
+            }
+            Event::Switched {
+                from,
+                to,
+                source_alive,
+                took,
+                adopted,
+                dropped,
+            } => {
+                let name = |id| {
+                    self.leg(id)
+                        .map_or_else(|| id.to_string(), |b| b.attached.name.clone())
+                };
+                let (from_name, to_name) = (name(from), name(to));
+                info!(from = %from_name, to = %to_name, source_alive, took_ms = took.as_secs_f64() * 1e3,
+                      adopted, dropped, "re-homed");
+                tracing::Span::current().record("backend", field::display(&to_name));
+                m.migrations
+                    .with_label_values(&[self.move_kind(), "switched", "ok"])
+                    .inc();
+                m.migration_duration.observe(took.as_secs_f64());
+                self.set_record_backend(Some(to));
+                self.answer(MoveOutcome::Switched {
+                    from: from_name,
+                    to: to_name,
+                    took_ms: took.as_secs_f64() * 1e3,
+                    adopted,
+                    dropped,
+                });
+                self.shared.balance.nudge();
+            }
+            Event::ReleaseBackend { backend } => {
+                debug!(%backend, "re-homing: source released");
+                self.close_leg(backend);
+            }
+            Event::Undeliverable { to, count } => {
+                warn!(count, "messages for a backend that is gone: dropped");
+                m.dropped(to, count);
             }
         }
     }
 
-    fn attach(&mut self, t: Instant, member: Arc<Member>, assoc: C::Assoc, placement: Placement) {
+    fn add_leg(&mut self, member: Arc<Member>, assoc: C::Assoc, placement: Placement) -> BackendId {
         let id = member.id();
         let name = member.name().to_owned();
-        tracing::Span::current().record("backend", field::display(&name));
-        self.registered.record().set_backend(Some(name.clone()));
         let m = &self.shared.metrics;
         m.associations.with_label_values(&[&name]).inc();
-        self.attached = Some(Attached {
+        let attached = Attached {
             id,
             _placement: placement,
             homed: member.home(),
             messages: [
                 m.backend_messages
-                    .with_label_values(&[&name, direction(Peer::Backend)]),
+                    .with_label_values(&[&name, direction(Peer::Backend(id))]),
                 m.backend_messages
                     .with_label_values(&[&name, direction(Peer::Node)]),
             ],
             name,
+        };
+        self.legs.push(BackendLeg {
+            attached,
+            leg: Leg::new(assoc, self.cap),
         });
-        self.backend = Some(Leg::new(assoc, self.cap));
-        self.session.backend_attached(t, id);
         self.shared.balance.nudge();
+        id
     }
 
-    /// Forget the backend leg; its association is closed gracefully in the background.
-    fn drop_backend(&mut self) {
-        self.report_in_flight_to(0);
-        if let Some(a) = self.attached.take() {
-            self.shared
-                .metrics
-                .associations
-                .with_label_values(&[&a.name])
-                .dec();
-            self.registered.record().set_backend(None);
-            debug!(backend = %a.id, "backend leg released");
-            drop(a);
-            self.shared.balance.nudge();
+    fn set_record_backend(&self, id: Option<BackendId>) {
+        let named = id.and_then(|id| self.leg(id).map(|b| (id, b.attached.name.clone())));
+        if let Some((_, name)) = named.as_ref() {
+            tracing::Span::current().record("backend", field::display(name));
         }
-        if let Some(mut leg) = self.backend.take() {
-            if !leg.queue.is_empty() {
-                warn!(
-                    lost = leg.queue.len(),
-                    "messages queued for a failed backend were not delivered"
-                );
-                self.shared.metrics.dropped(Peer::Backend, leg.queue.len());
-            }
-            if !leg.eof {
-                tokio::spawn(async move {
-                    let _ = leg.assoc.shutdown().await;
-                });
-            }
+        self.registered.record().set_backend(named);
+    }
+
+    /// Take leg `id` out; its association is closed gracefully in the
+    /// background. Returns what was queued for it and never handed over.
+    fn take_leg(&mut self, id: BackendId) -> Option<(Attached, Leg<C::Assoc>)> {
+        let i = self.legs.iter().position(|b| b.attached.id == id)?;
+        if self.reported_in_flight.0 == Some(id) {
+            self.report_in_flight_to(None, 0);
         }
+        let b = self.legs.swap_remove(i);
+        self.shared
+            .metrics
+            .associations
+            .with_label_values(&[&b.attached.name])
+            .dec();
+        debug!(backend = %b.attached.id, "backend leg released");
+        self.shared.balance.nudge();
+        Some((b.attached, b.leg))
+    }
+
+    /// Close leg `id` gracefully (after what is queued for it is sent).
+    fn close_leg(&mut self, id: BackendId) {
+        if let Some((attached, mut leg)) = self.take_leg(id) {
+            let timeout = self.shared.config.drain_timeout;
+            tokio::spawn(async move {
+                let _held = attached;
+                if !leg.eof {
+                    let _ = tokio::time::timeout(timeout, async {
+                        let _ = poll_fn(|cx| leg.poll_flush(cx)).await;
+                        let _ = leg.assoc.shutdown().await;
+                    })
+                    .await;
+                }
+            });
+        }
+    }
+
+    /// Leg `id` ended or failed: the session routes what it had queued again.
+    fn leg_ended(&mut self, t: Instant, id: BackendId) {
+        let Some((_attached, mut leg)) = self.take_leg(id) else {
+            return;
+        };
+        leg.eof = true;
+        let unsent: Vec<Message> = leg.queue.drain(..).collect();
+        if Some(id) == self.session.backend() {
+            self.set_record_backend(None);
+        }
+        self.session.backend_closed(t, id, unsent);
     }
 
     fn report_in_flight(&mut self) {
-        let cur =
-            (self.session.in_flight() + self.backend.as_ref().map_or(0, |b| b.queue.len())) as i64;
-        self.report_in_flight_to(cur);
+        let current = self.session.backend();
+        let queued = current
+            .and_then(|id| self.leg(id))
+            .map_or(0, |b| b.leg.queue.len());
+        let cur = (self.session.in_flight() + queued) as i64;
+        self.report_in_flight_to(current, cur);
     }
 
-    fn report_in_flight_to(&mut self, cur: i64) {
-        if cur != self.reported_in_flight {
-            if let Some(a) = self.attached.as_ref() {
-                let delta = cur - self.reported_in_flight;
+    fn report_in_flight_to(&mut self, to: Option<BackendId>, cur: i64) {
+        let (was, reported) = self.reported_in_flight;
+        if was == to && cur == reported {
+            return;
+        }
+        let add = |legs: &[BackendLeg<C::Assoc>], id: Option<BackendId>, delta: i64| {
+            if let Some(b) = id.and_then(|id| legs.iter().find(|b| b.attached.id == id)) {
+                b.attached.homed.member().add_in_flight(delta);
                 self.shared
                     .metrics
                     .in_flight
-                    .with_label_values(&[&a.name])
+                    .with_label_values(&[&b.attached.name])
                     .add(delta);
-                a.homed.member().add_in_flight(delta);
-                self.registered.record().set_in_flight(cur);
-                self.reported_in_flight = cur;
-            } else {
-                self.reported_in_flight = 0;
             }
+        };
+        if was != to {
+            add(&self.legs, was, -reported);
+            add(&self.legs, to, cur);
+        } else {
+            add(&self.legs, to, cur - reported);
         }
+        let cur = if to.and_then(|id| self.leg(id)).is_some() {
+            cur
+        } else {
+            0
+        };
+        self.registered.record().set_in_flight(cur);
+        self.reported_in_flight = (to, cur);
     }
 
     fn transport_error(&self, side: Side, e: &Error) {
@@ -509,12 +753,25 @@ impl<N: Association, C: Connector> Driver<N, C> {
     /// Close both legs gracefully.
     async fn finish(&mut self) {
         let timeout = self.shared.config.drain_timeout;
-        if let Some(b) = self.backend.as_mut() {
-            if !b.eof {
-                let _ = tokio::time::timeout(timeout, b.assoc.shutdown()).await;
+        for b in self.legs.iter_mut() {
+            if !b.leg.eof {
+                let _ = tokio::time::timeout(timeout, b.leg.assoc.shutdown()).await;
             }
         }
-        self.drop_backend();
+        let ids: Vec<BackendId> = self.legs.iter().map(|b| b.attached.id).collect();
+        for id in ids {
+            if let Some((_, leg)) = self.take_leg(id) {
+                if !leg.queue.is_empty() {
+                    warn!(
+                        lost = leg.queue.len(),
+                        "messages queued for a backend were not delivered"
+                    );
+                    self.shared
+                        .metrics
+                        .dropped(Peer::Backend(id), leg.queue.len());
+                }
+            }
+        }
         if !self.node.queue.is_empty() {
             // The drain time-out expired before the node took everything.
             warn!(
@@ -528,7 +785,51 @@ impl<N: Association, C: Connector> Driver<N, C> {
         if !self.node.eof {
             let _ = tokio::time::timeout(timeout, self.node.assoc.shutdown()).await;
         }
+        self.answer(MoveOutcome::Aborted {
+            reason: "the association closed".into(),
+        });
         debug!(stats = ?self.session.stats(), "association closed");
+    }
+}
+
+/// Connect to backend `target` for `node` (a planned move).
+async fn connect_to<C: Connector>(
+    shared: Arc<Shared<C>>,
+    node: NodeId,
+    target: BackendId,
+) -> Option<(Arc<Member>, C::Assoc, Placement)> {
+    let (m, placement) = shared.pool.place(&node, &[], |exclude| {
+        (!exclude.contains(&target)).then_some(target)
+    })?;
+    let (name, addr) = (m.name().to_owned(), m.backend.addr);
+    match tokio::time::timeout(
+        shared.config.connect_timeout,
+        shared.connector.connect(addr),
+    )
+    .await
+    {
+        Ok(Ok(a)) => {
+            debug!(backend = %name, %addr, "migration target association open");
+            Some((m, a, placement))
+        }
+        Ok(Err(e)) => {
+            warn!(backend = %name, %addr, error = %e, "migration target connect failed");
+            shared
+                .metrics
+                .connect_failures
+                .with_label_values(&[&name])
+                .inc();
+            None
+        }
+        Err(_) => {
+            warn!(backend = %name, %addr, "migration target connect timed out");
+            shared
+                .metrics
+                .connect_failures
+                .with_label_values(&[&name])
+                .inc();
+            None
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use prometheus::{
 
 use crate::e2ap::ids::procedure::RIC_SUBSCRIPTION_AUDIT;
 use crate::e2ap::Procedure;
-use crate::session::{Initiator, Peer};
+use crate::session::{BackendId, Initiator, Peer};
 
 /// Procedure label slots: known codes 0..=17, then "unknown".
 const PROC_SLOTS: usize = RIC_SUBSCRIPTION_AUDIT as usize + 2;
@@ -27,7 +27,7 @@ fn proc_label(slot: usize) -> &'static str {
 /// Direction label of a transmit.
 pub fn direction(to: Peer) -> &'static str {
     match to {
-        Peer::Backend => "node_to_ric",
+        Peer::Backend(_) => "node_to_ric",
         Peer::Node => "ric_to_node",
     }
 }
@@ -52,11 +52,19 @@ pub struct Metrics {
     pub transport_errors: IntCounterVec,
     pub picks: IntCounterVec,
     pub dropped: IntCounterVec,
+    /// Re-homings started because a backend leg failed.
+    pub rehomes: IntCounter,
+    /// Migrations by kind (planned, unhealthy, failover), outcome and reason.
+    pub migrations: IntCounterVec,
+    pub migration_duration: Histogram,
+    pub migration_setup_latency: Histogram,
+    pub subscriptions_adopted: IntCounter,
+    pub subscriptions_dropped: IntCounter,
 }
 
 fn dir_index(to: Peer) -> usize {
     match to {
-        Peer::Backend => 0,
+        Peer::Backend(_) => 0,
         Peer::Node => 1,
     }
 }
@@ -83,9 +91,10 @@ impl Metrics {
                 .map(|s| fwd.with_label_values(&[direction(to), proc_label(s)]))
                 .collect()
         };
-        let forwarded = [mk(Peer::Backend), mk(Peer::Node)];
+        let to_ric = Peer::Backend(BackendId(0));
+        let forwarded = [mk(to_ric), mk(Peer::Node)];
         let bytes = [
-            bytes_v.with_label_values(&[direction(Peer::Backend)]),
+            bytes_v.with_label_values(&[direction(to_ric)]),
             bytes_v.with_label_values(&[direction(Peer::Node)]),
         ];
         let associations = IntGaugeVec::new(
@@ -193,8 +202,51 @@ impl Metrics {
             ),
             &["to"],
         )?;
+        let rehomes = IntCounter::new(
+            "e2lb_rehomes_total",
+            "Associations whose backend leg failed and that e2lb re-homed (or tried to)",
+        )?;
+        let migrations = IntCounterVec::new(
+            Opts::new(
+                "e2lb_migrations_total",
+                "Association migrations, by kind (planned, unhealthy, failover), outcome and reason",
+            ),
+            &["kind", "outcome", "reason"],
+        )?;
+        let migration_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "e2lb_migration_duration_seconds",
+                "Migration start (or backend loss) to the switch",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
+        let migration_setup_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "e2lb_migration_setup_latency_seconds",
+                "Replayed E2 Setup to the target's response",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )?;
+        let subscriptions_adopted = IntCounter::new(
+            "e2lb_subscriptions_adopted_total",
+            "Node subscriptions handed over to a migration target",
+        )?;
+        let subscriptions_dropped = IntCounter::new(
+            "e2lb_subscriptions_dropped_total",
+            "Node subscriptions no migration target took over in time (deleted at the node)",
+        )?;
         for c in [
             Box::new(fwd) as Box<dyn prometheus::core::Collector>,
+            Box::new(rehomes.clone()),
+            Box::new(migrations.clone()),
+            Box::new(migration_duration.clone()),
+            Box::new(migration_setup_latency.clone()),
+            Box::new(subscriptions_adopted.clone()),
+            Box::new(subscriptions_dropped.clone()),
             Box::new(bytes_v),
             Box::new(associations.clone()),
             Box::new(associations_total.clone()),
@@ -233,6 +285,12 @@ impl Metrics {
             transport_errors,
             picks,
             dropped,
+            rehomes,
+            migrations,
+            migration_duration,
+            migration_setup_latency,
+            subscriptions_adopted,
+            subscriptions_dropped,
         })
     }
 
@@ -251,7 +309,7 @@ impl Metrics {
         if n > 0 {
             let label = match to {
                 Peer::Node => "node",
-                Peer::Backend => "backend",
+                Peer::Backend(_) => "backend",
             };
             self.dropped.with_label_values(&[label]).inc_by(n as u64);
         }

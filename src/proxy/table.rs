@@ -6,13 +6,63 @@
 //! an atomic.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::session::BackendId;
 use crate::transport::AssocInfo;
+
+/// Why an association is asked to move (a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveReason {
+    /// A migration plan (scale-in, consolidation, rebalance, operator).
+    Planned,
+    /// Its backend stopped answering probes.
+    Unhealthy,
+}
+
+impl MoveReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            MoveReason::Planned => "planned",
+            MoveReason::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// How a requested move ended.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum MoveOutcome {
+    /// Traffic now flows to `to`.
+    Switched {
+        from: String,
+        to: String,
+        took_ms: f64,
+        adopted: usize,
+        dropped: usize,
+    },
+    /// The move stopped; the association stayed where it was.
+    Aborted { reason: String },
+    /// The association could not start a move now.
+    Refused { reason: String },
+}
+
+/// A request to an association task.
+#[derive(Debug)]
+pub enum Command {
+    /// Re-home onto `target` (or the balancer's pick when `None`).
+    Migrate {
+        target: Option<BackendId>,
+        reason: MoveReason,
+        reply: Option<oneshot::Sender<MoveOutcome>>,
+    },
+}
 
 /// One E2 node association as the admin API shows it.
 #[derive(Debug)]
@@ -26,7 +76,12 @@ pub struct AssocRecord {
     pub accepted_wall: SystemTime,
     node: Mutex<Option<String>>,
     backend: Mutex<Option<String>>,
+    backend_id: AtomicU32,
     in_flight: AtomicI64,
+    /// Node → RIC messages and bytes relayed (a load weight for the planner).
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    commands: mpsc::UnboundedSender<Command>,
 }
 
 impl AssocRecord {
@@ -36,10 +91,47 @@ impl AssocRecord {
         }
     }
 
-    pub fn set_backend(&self, backend: Option<String>) {
+    pub fn set_backend(&self, backend: Option<(BackendId, String)>) {
+        self.backend_id.store(
+            backend.as_ref().map_or(u32::MAX, |(id, _)| id.0),
+            Ordering::Relaxed,
+        );
         if let Ok(mut b) = self.backend.lock() {
-            *b = backend;
+            *b = backend.map(|(_, name)| name);
         }
+    }
+
+    /// The backend the association is on.
+    pub fn backend_id(&self) -> Option<BackendId> {
+        match self.backend_id.load(Ordering::Relaxed) {
+            u32::MAX => None,
+            id => Some(BackendId(id)),
+        }
+    }
+
+    /// Count a node message relayed (the planner's per-association load weight).
+    #[inline]
+    pub fn relayed(&self, bytes: usize) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Node → RIC messages and bytes relayed so far.
+    pub fn relayed_totals(&self) -> (u64, u64) {
+        (
+            self.messages.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Age of the association.
+    pub fn age(&self) -> Duration {
+        self.accepted_at.elapsed()
+    }
+
+    /// Ask the association task to move; `false` if it has ended.
+    pub fn command(&self, c: Command) -> bool {
+        self.commands.send(c).is_ok()
     }
 
     pub fn node(&self) -> Option<String> {
@@ -71,11 +163,17 @@ pub struct AssocTable {
 pub struct Registered {
     table: Arc<AssocTable>,
     record: Arc<AssocRecord>,
+    commands: mpsc::UnboundedReceiver<Command>,
 }
 
 impl Registered {
     pub fn record(&self) -> &Arc<AssocRecord> {
         &self.record
+    }
+
+    /// Requests for this association (polled by its task).
+    pub fn commands(&mut self) -> &mut mpsc::UnboundedReceiver<Command> {
+        &mut self.commands
     }
 }
 
@@ -93,6 +191,7 @@ impl AssocTable {
     /// Registers an accepted association.
     pub fn register(self: &Arc<Self>, info: &AssocInfo) -> Registered {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, commands) = mpsc::unbounded_channel();
         let record = Arc::new(AssocRecord {
             id,
             peer: info.peer,
@@ -103,12 +202,17 @@ impl AssocTable {
             accepted_wall: SystemTime::now(),
             node: Mutex::new(None),
             backend: Mutex::new(None),
+            backend_id: AtomicU32::new(u32::MAX),
             in_flight: AtomicI64::new(0),
+            messages: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            commands: tx,
         });
         self.map.insert(id, record.clone());
         Registered {
             table: self.clone(),
             record,
+            commands,
         }
     }
 
@@ -118,6 +222,23 @@ impl AssocTable {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    /// One association by id.
+    pub fn get(&self, id: u64) -> Option<Arc<AssocRecord>> {
+        self.map.get(&id).map(|e| e.value().clone())
+    }
+
+    /// The associations on backend `b`.
+    pub fn on_backend(&self, b: BackendId) -> Vec<Arc<AssocRecord>> {
+        let mut v: Vec<Arc<AssocRecord>> = self
+            .map
+            .iter()
+            .filter(|e| e.value().backend_id() == Some(b))
+            .map(|e| e.value().clone())
+            .collect();
+        v.sort_by_key(|r| r.id);
+        v
     }
 
     /// A copy of the records, oldest first.
@@ -144,7 +265,7 @@ mod tests {
         let a = t.register(&info);
         let b = t.register(&info);
         a.record().set_node("0011".into());
-        a.record().set_backend(Some("ric-0".into()));
+        a.record().set_backend(Some((BackendId(0), "ric-0".into())));
         a.record().set_in_flight(4);
         let l = t.list();
         assert_eq!(l.len(), 2);

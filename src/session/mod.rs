@@ -24,6 +24,7 @@
 //! Error Indication and not forwarded; a malformed PDU from a backend is answered
 //! to the backend and dropped (the node is not punished for its RIC).
 
+mod migration;
 mod pending;
 #[cfg(test)]
 mod tests;
@@ -39,7 +40,8 @@ use crate::e2ap::generated as g;
 use crate::e2ap::ids::{ie, procedure};
 use crate::e2ap::{DecodeError, Envelope, PduKind, Procedure, RicRequestId};
 use crate::transport::Message;
-pub use pending::{Initiator, PendingKey};
+pub use migration::{AbortReason, MigrateRefused, RehomeConfig};
+pub use pending::{Initiator, Meta, PendingKey};
 
 /// A node's identity: the APER encoding of its GlobalE2node-ID (canonical, so
 /// equal ids have equal bytes). Displayed as hex.
@@ -88,11 +90,12 @@ impl Side {
     }
 }
 
-/// Where a [`Transmit`] goes.
+/// Where a [`Transmit`] goes: the node, or one backend leg (during a
+/// migration a session has two: the source and the target).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
     Node,
-    Backend,
+    Backend(BackendId),
 }
 
 /// A message the shell must send, in the order produced.
@@ -142,7 +145,7 @@ pub enum CloseReason {
     NodeProtocol,
     /// The node closed its association.
     NodeClosed,
-    /// The backend closed or failed (re-homing comes with the migration issue).
+    /// The backend closed or failed and the node could not be re-homed.
     BackendClosed,
     /// The node sent nothing within the first-message time-out.
     FirstMessageTimeout,
@@ -197,6 +200,52 @@ pub enum Event {
     ProtocolError { side: Side, error: ProtocolError },
     /// Close both legs gracefully (after flushing queued transmits).
     Close(CloseReason),
+    /// The backend leg failed while the node was set up: the node is kept
+    /// and its messages are held while it is re-homed (a `NeedTarget` follows).
+    BackendLost { backend: BackendId },
+    /// Re-homing needs a target backend (not one in `tried`): connect one and
+    /// call [`Session::migrate_to`], or [`Session::no_target`].
+    NeedTarget { node: NodeId, tried: Vec<BackendId> },
+    /// The target accepted the replayed E2 Setup: subscriptions are handed over now.
+    MigrationSetUp {
+        target: BackendId,
+        latency: Duration,
+    },
+    /// The target subscribed to what the node already has: answered by the
+    /// proxy, and the node-side subscription now belongs to the target.
+    SubscriptionAdopted {
+        target: BackendId,
+        ran_function: u16,
+        node_id: RicRequestId,
+        ric_id: RicRequestId,
+        flushed: usize,
+    },
+    /// Nobody adopted this subscription in time: deleted at the node.
+    SubscriptionDropped {
+        ran_function: u16,
+        node_id: RicRequestId,
+        held_dropped: usize,
+    },
+    /// The migration to `target` stopped; the association stays where it was
+    /// (or, when its backend is gone, another target is needed). Close the target leg.
+    MigrationAborted {
+        target: BackendId,
+        reason: AbortReason,
+    },
+    /// Traffic now flows to `to`; `from` (if alive) is released once its
+    /// outstanding requests are answered.
+    Switched {
+        from: BackendId,
+        to: BackendId,
+        source_alive: bool,
+        took: Duration,
+        adopted: usize,
+        dropped: usize,
+    },
+    /// Close this backend leg gracefully: nothing is owed to it any more.
+    ReleaseBackend { backend: BackendId },
+    /// Messages could not be delivered: their destination leg is gone.
+    Undeliverable { to: Peer, count: usize },
 }
 
 /// Session timing knobs.
@@ -208,6 +257,8 @@ pub struct SessionConfig {
     pub request_timeout: Duration,
     /// TimeToWait sent with an E2 Setup Failure when no backend can take the node.
     pub retry_after: TimeToWait,
+    /// Re-homing (migration) knobs.
+    pub rehome: RehomeConfig,
 }
 
 impl Default for SessionConfig {
@@ -216,16 +267,27 @@ impl Default for SessionConfig {
             setup_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             retry_after: TimeToWait::V10s,
+            rehome: RehomeConfig::default(),
         }
     }
 }
 
-/// A subscription seen succeed at the node.
+/// A subscription seen succeed at the node (keyed by its node-side RICrequestID).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscription {
     pub ran_function: u16,
-    /// The RIC Subscription Request as the backend sent it (for replay on re-homing).
+    /// The backend it belongs to.
+    pub owner: BackendId,
+    /// The RICrequestID the owner knows it by (differs from the node-side id
+    /// after a hand-over or a collision).
+    pub ric_id: RicRequestId,
+    /// The RIC Subscription Request as the node received it (matched on hand-over).
     pub request: Bytes,
+    /// The node's RIC Subscription Response (answered to an adopting backend).
+    pub response: Bytes,
+    /// Owner and id before a hand-over in progress (restored if it aborts;
+    /// the old owner's own delete is answered by the proxy).
+    pub previous: Option<(BackendId, RicRequestId)>,
     pub since: Instant,
     pub indications: u64,
 }
@@ -262,6 +324,12 @@ pub struct SessionStats {
     pub indications: u64,
     pub protocol_errors: u64,
     pub unmatched_responses: u64,
+    /// Node messages held while a backend was being (re)connected.
+    pub held: u64,
+    /// Messages dropped because their destination leg was gone.
+    pub undeliverable: u64,
+    /// Completed migrations of this association.
+    pub migrations: u64,
 }
 
 /// The state of one E2 node association (module doc).
@@ -276,6 +344,9 @@ pub struct Session {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: SessionStats,
+    migration: Option<migration::Migration>,
+    held: VecDeque<migration::Held>,
+    released: Vec<migration::Released>,
 }
 
 impl Session {
@@ -291,6 +362,9 @@ impl Session {
             transmits: VecDeque::with_capacity(16),
             events: VecDeque::with_capacity(8),
             stats: SessionStats::default(),
+            migration: None,
+            held: VecDeque::new(),
+            released: Vec::new(),
         }
     }
 
@@ -314,6 +388,7 @@ impl Session {
     /// backend that may still change.
     pub fn wants_node_input(&self) -> bool {
         matches!(self.state, State::AwaitSetup | State::Established)
+            && self.held.len() < self.config.rehome.buffer
     }
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
@@ -345,10 +420,14 @@ impl Session {
             State::AwaitSetupResponse { sent, .. } => Some(sent + self.config.setup_timeout),
             _ => None,
         };
-        match (setup, self.pending.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            setup,
+            self.pending.next_deadline(),
+            self.migration_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- inputs --------------------------------------------------------------
@@ -363,7 +442,7 @@ impl Session {
             Ok(env) => env,
             Err(e) => {
                 let reply = error_indication(g::CauseProtocol::TRANSFER_SYNTAX_ERROR, None);
-                self.protocol_error(Side::Node, ProtocolError::Malformed(e), &msg, reply);
+                self.protocol_error(Peer::Node, ProtocolError::Malformed(e), &msg, reply);
                 self.close(CloseReason::NodeProtocol);
                 return;
             }
@@ -377,7 +456,7 @@ impl Session {
                         g::CauseProtocol::ABSTRACT_SYNTAX_ERROR_FALSELY_CONSTRUCTED_MESSAGE,
                         Some(&env),
                     );
-                    self.protocol_error(Side::Node, ProtocolError::SetupWithoutNodeId, &msg, reply);
+                    self.protocol_error(Peer::Node, ProtocolError::SetupWithoutNodeId, &msg, reply);
                     self.close(CloseReason::NodeProtocol);
                     return;
                 };
@@ -416,7 +495,7 @@ impl Session {
                     Some(&env),
                 );
                 self.protocol_error(
-                    Side::Node,
+                    Peer::Node,
                     ProtocolError::FirstNotSetup(proc, kind.name()),
                     &msg,
                     reply,
@@ -428,23 +507,24 @@ impl Session {
                     g::CauseProtocol::MESSAGE_NOT_COMPATIBLE_WITH_RECEIVER_STATE,
                     Some(&env),
                 );
-                self.protocol_error(Side::Node, ProtocolError::SecondSetup, &msg, reply);
+                self.protocol_error(Peer::Node, ProtocolError::SecondSetup, &msg, reply);
             }
             _ => {
-                self.track(now, Initiator::Node, &env, &msg.payload);
-                let procedure = proc.0;
-                self.transmits.push_back(Transmit {
-                    to: Peer::Backend,
-                    msg,
-                    procedure,
-                    kind,
-                });
+                if let Some((dest, carries)) = self.node_destination(now, &env, &msg.payload) {
+                    self.send_node_message(migration::Held {
+                        msg,
+                        procedure: proc.0,
+                        kind,
+                        dest,
+                        carries,
+                    });
+                }
             }
         }
     }
 
-    /// A message from the backend.
-    pub fn handle_backend(&mut self, now: Instant, msg: Message) {
+    /// A message from backend leg `from`.
+    pub fn handle_backend(&mut self, now: Instant, from: BackendId, msg: Message) {
         if self.state == State::Closed {
             return;
         }
@@ -453,12 +533,20 @@ impl Session {
             Ok(env) => env,
             Err(e) => {
                 let reply = error_indication(g::CauseProtocol::TRANSFER_SYNTAX_ERROR, None);
-                self.protocol_error(Side::Backend, ProtocolError::Malformed(e), &msg, reply);
+                self.protocol_error(
+                    Peer::Backend(from),
+                    ProtocolError::Malformed(e),
+                    &msg,
+                    reply,
+                );
                 return;
             }
         };
         let (kind, proc) = (env.kind(), env.procedure());
         if let State::AwaitSetupResponse { sent, backend } = self.state {
+            if backend != from {
+                return;
+            }
             if proc.0 != procedure::E2_SETUP || kind == PduKind::Initiating {
                 // A RIC talks first only after setup; hold nothing back from the node
                 // that it could use, but report the oddity.
@@ -505,13 +593,40 @@ impl Session {
                 return;
             }
         }
-        self.track(now, Initiator::Backend, &env, &msg.payload);
-        self.transmits.push_back(Transmit {
-            to: Peer::Node,
-            msg,
-            procedure: proc.0,
-            kind,
-        });
+        if self.target_in_setup() == Some(from) {
+            self.target_setup_response(now, from, &env);
+            return;
+        }
+        if !self.is_live(from) {
+            // A leg the session already let go of (closing in the background).
+            self.stats.undeliverable += 1;
+            return;
+        }
+        match kind {
+            PduKind::Initiating => self.relay_backend_request(now, from, msg),
+            PduKind::Successful | PduKind::Unsuccessful => {
+                // The answer to a node-initiated request.
+                match PendingKey::of(Initiator::Node, &env) {
+                    Some(key) => match self.pending.remove(&key) {
+                        Some((since, _)) => self.events.push_back(Event::Latency {
+                            backend: Some(from),
+                            procedure: proc,
+                            initiator: Initiator::Node,
+                            latency: now.saturating_duration_since(since),
+                        }),
+                        None => self.stats.unmatched_responses += 1,
+                    },
+                    None => self.stats.unmatched_responses += 1,
+                }
+                self.transmits.push_back(Transmit {
+                    to: Peer::Node,
+                    msg,
+                    procedure: proc.0,
+                    kind,
+                });
+                self.check_released(now);
+            }
+        }
     }
 
     /// The shell connected a backend for the cached setup: forward it.
@@ -560,18 +675,20 @@ impl Session {
         self.close(CloseReason::NodeClosed);
     }
 
-    /// The backend's association ended.
-    pub fn backend_closed(&mut self, now: Instant) {
+    /// Backend leg `id` ended. `unsent` are the messages the shell had queued
+    /// for it and never handed to the transport: they are routed again.
+    pub fn backend_closed(&mut self, now: Instant, id: BackendId, unsent: Vec<Message>) {
         match self.state {
             // Before the setup completed, another backend can still take the node.
-            State::AwaitSetupResponse { .. } => {
-                if let Some(b) = self.backend.take() {
-                    self.events.push_back(Event::SetupTimedOut { backend: b });
-                }
+            State::AwaitSetupResponse { backend, .. } if backend == id => {
+                self.backend = None;
+                self.events.push_back(Event::SetupTimedOut { backend: id });
                 self.retry_setup(now);
             }
+            State::Established => self.established_leg_closed(now, id, unsent),
             State::Closed => {}
-            _ => self.close(CloseReason::BackendClosed),
+            _ if self.backend == Some(id) => self.close(CloseReason::BackendClosed),
+            _ => {}
         }
     }
 
@@ -595,13 +712,14 @@ impl Session {
                 self.retry_setup(now);
             }
         }
-        while let Some(key) = self.pending.expire(now) {
+        while let Some((key, meta)) = self.pending.expire(now) {
             self.events.push_back(Event::RequestTimedOut {
-                backend: self.backend,
+                backend: meta.leg.or(self.backend),
                 procedure: Procedure(key.procedure),
                 initiator: key.initiator,
             });
         }
+        self.migration_timeout(now);
     }
 
     // ---- internals -----------------------------------------------------------
@@ -619,7 +737,7 @@ impl Session {
     fn send_setup(&mut self, now: Instant, backend: BackendId) {
         if let Some(setup) = self.setup.as_ref() {
             self.transmits.push_back(Transmit {
-                to: Peer::Backend,
+                to: Peer::Backend(backend),
                 msg: setup.request.clone(),
                 procedure: procedure::E2_SETUP,
                 kind: PduKind::Initiating,
@@ -628,107 +746,21 @@ impl Session {
         }
     }
 
-    /// Request/response bookkeeping: pending requests, latency, subscriptions.
-    fn track(&mut self, now: Instant, from: Initiator, env: &Envelope<'_>, payload: &Bytes) {
-        let proc = env.procedure();
-        match env.kind() {
-            PduKind::Initiating => {
-                if proc.0 == procedure::RIC_INDICATION {
-                    self.stats.indications += 1;
-                    if let Some(sub) = env
-                        .ric_request_id()
-                        .and_then(|id| self.subscriptions.get_mut(&id))
-                    {
-                        sub.indications += 1;
-                    }
-                    return;
-                }
-                if proc.0 == procedure::RIC_SUBSCRIPTION_DELETE_REQUIRED {
-                    // The node announces subscriptions it dropped; the RIC confirms with deletes.
-                    return;
-                }
-                if !proc.expects_response() || !control_wants_ack(env) {
-                    return;
-                }
-                if let Some(key) = PendingKey::of(from, env) {
-                    // Subscription requests are kept: re-homing replays them.
-                    // (copied, like the setup cache: it outlives the receive buffer)
-                    let request = (proc.0 == procedure::RIC_SUBSCRIPTION)
-                        .then(|| Bytes::copy_from_slice(payload));
-                    self.pending
-                        .insert(now, now + self.config.request_timeout, key, request);
-                }
-            }
-            PduKind::Successful | PduKind::Unsuccessful => {
-                let Some(key) = PendingKey::of(from.other(), env) else {
-                    return;
-                };
-                let request = match self.pending.remove(&key) {
-                    Some((since, request)) => {
-                        self.events.push_back(Event::Latency {
-                            backend: self.backend,
-                            procedure: proc,
-                            initiator: key.initiator,
-                            latency: now.saturating_duration_since(since),
-                        });
-                        request
-                    }
-                    None => {
-                        self.stats.unmatched_responses += 1;
-                        None
-                    }
-                };
-                if from == Initiator::Node && env.kind() == PduKind::Successful {
-                    self.track_subscription_outcome(now, env, request);
-                }
-            }
-        }
-    }
-
-    fn track_subscription_outcome(
-        &mut self,
-        now: Instant,
-        env: &Envelope<'_>,
-        request: Option<Bytes>,
-    ) {
-        let Some(id) = env.ric_request_id() else {
-            return;
-        };
-        match env.procedure_code() {
-            procedure::RIC_SUBSCRIPTION => {
-                let ran_function = env.ran_function_id().unwrap_or(0);
-                let request = request.unwrap_or_default();
-                self.subscriptions.insert(
-                    id,
-                    Subscription {
-                        ran_function,
-                        request,
-                        since: now,
-                        indications: 0,
-                    },
-                );
-            }
-            procedure::RIC_SUBSCRIPTION_DELETE => {
-                self.subscriptions.remove(&id);
-            }
-            _ => {}
-        }
-    }
-
     fn protocol_error(
         &mut self,
-        side: Side,
+        to: Peer,
         error: ProtocolError,
         offending: &Message,
         reply: ErrorIndication,
     ) {
+        let side = match to {
+            Peer::Node => Side::Node,
+            Peer::Backend(_) => Side::Backend,
+        };
         self.stats.protocol_errors += 1;
         if let Ok(payload) = reply.build() {
             self.transmits.push_back(Transmit {
-                to: match side {
-                    Side::Backend => Peer::Backend,
-                    _ => Peer::Node,
-                },
+                to,
                 msg: Message {
                     stream: offending.stream,
                     ppid: offending.ppid,

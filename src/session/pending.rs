@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::e2ap::Envelope;
+use super::BackendId;
+use crate::e2ap::{Envelope, RicRequestId};
 
 /// Which side sent a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -39,6 +40,15 @@ pub struct PendingKey {
 }
 
 impl PendingKey {
+    /// The key of a request matched by RICrequestID `id`.
+    pub fn by_request_id(initiator: Initiator, procedure: u8, id: RicRequestId) -> Self {
+        PendingKey {
+            initiator,
+            procedure,
+            id: (u32::from(id.requestor) << 16) | u32::from(id.instance),
+        }
+    }
+
     /// The key of a request or response; `None` if it carries no usable id.
     pub fn of(initiator: Initiator, env: &Envelope<'_>) -> Option<Self> {
         let proc = env.procedure();
@@ -56,10 +66,22 @@ impl PendingKey {
     }
 }
 
+/// What the session keeps with an outstanding request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// The backend leg that sent the request (RIC-initiated) or was sent it
+    /// (node-initiated); `None`: the proxy itself asked (RIC-initiated).
+    pub leg: Option<BackendId>,
+    /// The RICrequestID the asking backend used, when the node sees another.
+    pub ric_id: Option<RicRequestId>,
+    /// The request itself, when it must be kept (RIC Subscription Requests).
+    pub request: Option<Bytes>,
+}
+
 struct Entry {
     since: Instant,
     deadline: Instant,
-    request: Option<Bytes>,
+    meta: Meta,
 }
 
 /// Outstanding requests. Deadlines are queued in insertion order, which is
@@ -77,29 +99,36 @@ impl Pending {
     }
 
     /// Track a request (a repeated key replaces the older one).
-    pub fn insert(
-        &mut self,
-        since: Instant,
-        deadline: Instant,
-        key: PendingKey,
-        request: Option<Bytes>,
-    ) {
+    pub fn insert(&mut self, since: Instant, deadline: Instant, key: PendingKey, meta: Meta) {
         self.map.insert(
             key,
             Entry {
                 since,
                 deadline,
-                request,
+                meta,
             },
         );
         self.order.push_back((deadline, key));
     }
 
-    /// Complete a request: when it was sent and the request kept with it.
-    pub fn remove(&mut self, key: &PendingKey) -> Option<(Instant, Option<Bytes>)> {
+    /// Complete a request: when it was sent and what was kept with it.
+    pub fn remove(&mut self, key: &PendingKey) -> Option<(Instant, Meta)> {
         let e = self.map.remove(key)?;
         self.purge();
-        Some((e.since, e.request))
+        Some((e.since, e.meta))
+    }
+
+    /// Whether a request with this key is outstanding.
+    pub fn contains(&self, key: &PendingKey) -> bool {
+        self.map.contains_key(key)
+    }
+
+    /// Outstanding requests that involve backend leg `leg`.
+    pub fn involving(&self, leg: BackendId) -> usize {
+        self.map
+            .values()
+            .filter(|e| e.meta.leg == Some(leg))
+            .count()
     }
 
     /// The earliest live deadline.
@@ -108,16 +137,16 @@ impl Pending {
     }
 
     /// Remove and return one request whose deadline is at or before `now`.
-    pub fn expire(&mut self, now: Instant) -> Option<PendingKey> {
+    pub fn expire(&mut self, now: Instant) -> Option<(PendingKey, Meta)> {
         while let Some(&(deadline, key)) = self.order.front() {
             if deadline > now {
                 return None;
             }
             self.order.pop_front();
             if self.map.get(&key).is_some_and(|e| e.deadline == deadline) {
-                self.map.remove(&key);
+                let meta = self.map.remove(&key).map(|e| e.meta).unwrap_or_default();
                 self.purge();
-                return Some(key);
+                return Some((key, meta));
             }
         }
         None

@@ -1,5 +1,8 @@
 //! Session state machine, driven with simulated time.
 
+#[path = "migration_tests.rs"]
+mod migration;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -128,8 +131,12 @@ fn established(t0: Instant) -> Session {
     s.backend_attached(t0, BackendId(0));
     let t = transmits(&mut s);
     assert_eq!(t.len(), 1);
-    assert_eq!((t[0].to, t[0].procedure), (Peer::Backend, 1));
-    s.handle_backend(t0 + Duration::from_millis(3), msg(setup_response()));
+    assert_eq!((t[0].to, t[0].procedure), (Peer::Backend(BackendId(0)), 1));
+    s.handle_backend(
+        t0 + Duration::from_millis(3),
+        BackendId(0),
+        msg(setup_response()),
+    );
     assert_eq!(transmits(&mut s).len(), 1);
     s
 }
@@ -157,7 +164,11 @@ fn setup_goes_through_and_is_cached() {
     s.backend_attached(t0, BackendId(2));
     let out = transmits(&mut s);
     assert_eq!(out[0].msg.payload, setup_request(42));
-    s.handle_backend(t0 + Duration::from_millis(4), msg(setup_response()));
+    s.handle_backend(
+        t0 + Duration::from_millis(4),
+        BackendId(2),
+        msg(setup_response()),
+    );
     let out = transmits(&mut s);
     assert_eq!((out[0].to, out[0].kind), (Peer::Node, PduKind::Successful));
     let ev = events(&mut s);
@@ -224,15 +235,15 @@ fn malformed_backend_pdu_is_answered_and_dropped_without_closing() {
     let t0 = Instant::now();
     let mut s = established(t0);
     events(&mut s);
-    s.handle_backend(t0, msg(Bytes::from_static(b"\xff\xff")));
+    s.handle_backend(t0, BackendId(0), msg(Bytes::from_static(b"\xff\xff")));
     let out = transmits(&mut s);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].to, Peer::Backend);
+    assert_eq!(out[0].to, Peer::Backend(BackendId(0)));
     let ev = events(&mut s);
     assert_eq!(ev.len(), 1);
     assert!(!s.is_closed());
     s.handle_node(t0, msg(indication(1)));
-    assert_eq!(transmits(&mut s)[0].to, Peer::Backend);
+    assert_eq!(transmits(&mut s)[0].to, Peer::Backend(BackendId(0)));
 }
 
 #[test]
@@ -253,8 +264,8 @@ fn subscriptions_and_in_flight_are_tracked() {
     let t0 = Instant::now();
     let mut s = established(t0);
     events(&mut s);
-    s.handle_backend(t0, msg(sub_request(1)));
-    s.handle_backend(t0, msg(sub_request(2)));
+    s.handle_backend(t0, BackendId(0), msg(sub_request(1)));
+    s.handle_backend(t0, BackendId(0), msg(sub_request(2)));
     assert_eq!(s.in_flight(), 2);
     s.handle_node(t0 + Duration::from_millis(2), msg(sub_response(1)));
     assert_eq!(s.in_flight(), 1);
@@ -272,7 +283,7 @@ fn subscriptions_and_in_flight_are_tracked() {
         request: rid(1),
         ran_function: 1,
     };
-    s.handle_backend(t0, msg(del.build_request().unwrap()));
+    s.handle_backend(t0, BackendId(0), msg(del.build_request().unwrap()));
     s.handle_node(t0, msg(del.build_response().unwrap()));
     assert!(s.subscriptions().is_empty());
     // Everything relayed in order: 2 sub req + 1 resp + 5 ind + del req + del resp.
@@ -284,7 +295,7 @@ fn unanswered_requests_time_out() {
     let t0 = Instant::now();
     let mut s = established(t0);
     events(&mut s);
-    s.handle_backend(t0, msg(sub_request(9)));
+    s.handle_backend(t0, BackendId(0), msg(sub_request(9)));
     let deadline = s.poll_timeout().unwrap();
     assert_eq!(deadline, t0 + SessionConfig::default().request_timeout);
     s.handle_timeout(deadline - Duration::from_millis(1));
@@ -320,10 +331,10 @@ fn control_tracked_only_when_ack_requested() {
         .build()
         .unwrap()
     };
-    s.handle_backend(t0, msg(ctl(None)));
-    s.handle_backend(t0, msg(ctl(Some(false))));
+    s.handle_backend(t0, BackendId(0), msg(ctl(None)));
+    s.handle_backend(t0, BackendId(0), msg(ctl(Some(false))));
     assert_eq!(s.in_flight(), 0);
-    s.handle_backend(t0, msg(ctl(Some(true))));
+    s.handle_backend(t0, BackendId(0), msg(ctl(Some(true))));
     assert_eq!(s.in_flight(), 1);
     let ack = ControlAcknowledge {
         request: rid(5),
@@ -387,11 +398,21 @@ fn no_backend_answers_setup_failure_with_time_to_wait() {
 }
 
 #[test]
-fn backend_loss_closes_established_session() {
+fn backend_loss_closes_established_session_without_rehoming() {
     let t0 = Instant::now();
-    let mut s = established(t0);
+    let mut s = Session::new(SessionConfig {
+        rehome: RehomeConfig {
+            on_backend_failure: false,
+            ..RehomeConfig::default()
+        },
+        ..SessionConfig::default()
+    });
+    s.handle_node(t0, msg(setup_request(1)));
+    s.backend_attached(t0, BackendId(0));
+    s.handle_backend(t0, BackendId(0), msg(setup_response()));
+    transmits(&mut s);
     events(&mut s);
-    s.backend_closed(t0);
+    s.backend_closed(t0, BackendId(0), Vec::new());
     assert_eq!(
         events(&mut s),
         vec![Event::Close(CloseReason::BackendClosed)]
