@@ -1,0 +1,2 @@
+//! Migration planner benchmarks (filled in below).
+fn main() {}
