@@ -321,6 +321,21 @@ impl<N: Association, C: Connector> Driver<N, C> {
         }
         info!(?target, reason = reason.name(), "re-homing requested");
         self.requested = Some(Requested { reason, reply });
+        if reason == MoveReason::Unhealthy {
+            // The source does not answer its probes: treat it as failed. What
+            // was queued for it is routed again; the session asks for a target.
+            if let Some((attached, mut leg)) = self.take_leg(current) {
+                let unsent: Vec<Message> = leg.queue.drain(..).collect();
+                self.set_record_backend(None);
+                let timeout = self.shared.config.drain_timeout;
+                tokio::spawn(async move {
+                    let _held = attached;
+                    let _ = tokio::time::timeout(timeout, leg.assoc.shutdown()).await;
+                });
+                self.session.backend_closed(now(), current, unsent);
+            }
+            return;
+        }
         let shared = self.shared.clone();
         let fut: Connecting<C::Assoc> = match target {
             Some(t) => Box::pin(connect_to(shared, node, t)),
@@ -374,7 +389,14 @@ impl<N: Association, C: Connector> Driver<N, C> {
             return Poll::Ready(Io::Flushed);
         }
         if self.closing.is_none() {
-            let room_to_backend = self.legs.iter().all(|b| b.leg.queue.len() < self.cap);
+            // Node messages go to the current backend or the migration target
+            // (a released source is owed only answers).
+            let (current, target) = (self.session.backend(), self.session.migration_target());
+            let room_to_backend = self
+                .legs
+                .iter()
+                .filter(|b| Some(b.attached.id) == current || Some(b.attached.id) == target)
+                .all(|b| b.leg.queue.len() < self.cap);
             if !self.node.eof && room_to_backend && self.session.wants_node_input() {
                 if let Poll::Ready(r) = self.node.assoc.poll_recv(cx) {
                     return Poll::Ready(Io::Node(r));

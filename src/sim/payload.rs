@@ -3,8 +3,10 @@
 //! A simulated RIC Indication carries:
 //! - a RICindicationHeader of [`HEADER_LEN`] bytes ([`IndicationHeader`]): a
 //!   magic, the per-subscription sequence number, the send timestamp in ns since
-//!   the UNIX epoch (`CLOCK_REALTIME`, so two processes on one host agree), and
-//!   the length and FNV-1a checksum of the message;
+//!   the UNIX epoch (`CLOCK_REALTIME`, so two processes on one host agree), the
+//!   length and FNV-1a checksum of the message, and the RICrequestID the node
+//!   knows the subscription by (a RIC that sees another id in the PDU got the
+//!   stream handed over by e2lb);
 //! - a RICindicationMessage of exactly the configured payload size, filled
 //!   with a pattern seeded per subscription.
 //!
@@ -24,14 +26,15 @@ use crate::e2ap::generated as g;
 use crate::e2ap::{DecodeError, Envelope, PduKind, RicRequestId};
 
 /// Size of the simulator's RICindicationHeader.
-pub const HEADER_LEN: usize = 32;
+pub const HEADER_LEN: usize = 40;
 /// First bytes of every simulator header.
 pub const MAGIC: [u8; 4] = *b"E2LB";
 /// Header format version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 const SEQ_AT: usize = 8;
 const SENT_AT: usize = 16;
+const ORIGIN_AT: usize = 32;
 
 /// Nanoseconds since the UNIX epoch (`CLOCK_REALTIME`); 0 if the clock is before 1970.
 pub fn now_ns() -> u64 {
@@ -74,10 +77,13 @@ pub struct IndicationHeader {
     pub payload_len: u32,
     /// FNV-1a of the RICindicationMessage.
     pub payload_sum: u32,
+    /// The subscription's RICrequestID at the node.
+    pub origin: RicRequestId,
 }
 
 impl IndicationHeader {
-    /// Big-endian layout: magic(4) version(1) reserved(3) seq(8) sent_ns(8) len(4) sum(4).
+    /// Big-endian layout: magic(4) version(1) reserved(3) seq(8) sent_ns(8)
+    /// len(4) sum(4) origin requestor(2) origin instance(2) reserved(4).
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[..4].copy_from_slice(&MAGIC);
@@ -86,6 +92,8 @@ impl IndicationHeader {
         h[SENT_AT..SENT_AT + 8].copy_from_slice(&self.sent_ns.to_be_bytes());
         h[24..28].copy_from_slice(&self.payload_len.to_be_bytes());
         h[28..32].copy_from_slice(&self.payload_sum.to_be_bytes());
+        h[ORIGIN_AT..ORIGIN_AT + 2].copy_from_slice(&self.origin.requestor.to_be_bytes());
+        h[ORIGIN_AT + 2..ORIGIN_AT + 4].copy_from_slice(&self.origin.instance.to_be_bytes());
         h
     }
 
@@ -110,6 +118,10 @@ impl IndicationHeader {
             sent_ns: u64_at(SENT_AT),
             payload_len: u32_at(24),
             payload_sum: u32_at(28),
+            origin: RicRequestId {
+                requestor: u16::from_be_bytes([b[ORIGIN_AT], b[ORIGIN_AT + 1]]),
+                instance: u16::from_be_bytes([b[ORIGIN_AT + 2], b[ORIGIN_AT + 3]]),
+            },
         })
     }
 }
@@ -163,6 +175,7 @@ impl IndicationTemplate {
             sent_ns: 0xA55A_5AA5_E21B_0001,
             payload_len: len32,
             payload_sum: checksum(&payload),
+            origin: MARKER_REQUEST,
         }
         .encode();
         let pdu = build::Indication {
@@ -196,13 +209,15 @@ impl IndicationTemplate {
         })
     }
 
-    /// A copy of the template carrying `request`, `seq` and `sent_ns`.
+    /// A copy of the template carrying `request` (also as the header's
+    /// origin), `seq` and `sent_ns`.
     pub fn stamp(&self, request: RicRequestId, seq: u64, sent_ns: u64) -> Bytes {
         let mut b = BytesMut::from(&self.pdu[..]);
-        let r = self.request_at;
-        if let Some(slot) = b.get_mut(r..r + 4) {
-            slot[..2].copy_from_slice(&request.requestor.to_be_bytes());
-            slot[2..].copy_from_slice(&request.instance.to_be_bytes());
+        for at in [self.request_at, self.header_at + ORIGIN_AT] {
+            if let Some(slot) = b.get_mut(at..at + 4) {
+                slot[..2].copy_from_slice(&request.requestor.to_be_bytes());
+                slot[2..].copy_from_slice(&request.instance.to_be_bytes());
+            }
         }
         let s = self.header_at + SEQ_AT;
         let t = self.header_at + SENT_AT;
@@ -380,12 +395,16 @@ mod tests {
             sent_ns: 1_700_000_000_123_456_789,
             payload_len: 100,
             payload_sum: 0xdead_beef,
+            origin: rid(),
         };
         assert_eq!(IndicationHeader::decode(&h.encode()), Some(h));
         let mut bad = h.encode();
         bad[0] = b'X';
         assert_eq!(IndicationHeader::decode(&bad), None);
-        assert_eq!(IndicationHeader::decode(&h.encode()[..31]), None);
+        assert_eq!(
+            IndicationHeader::decode(&h.encode()[..HEADER_LEN - 1]),
+            None
+        );
     }
 
     #[test]
@@ -402,6 +421,7 @@ mod tests {
         assert_eq!(m.len(), t.len());
         let r = read_indication(&m).expect("read");
         assert_eq!(r.request, rid());
+        assert_eq!(r.header.map(|h| h.origin), Some(rid()));
         assert_eq!(r.ran_function, Some(3));
         let h = r.header.expect("sim header");
         assert_eq!((h.seq, h.sent_ns), (17, 123_456));

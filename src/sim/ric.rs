@@ -285,6 +285,9 @@ pub struct SubscriptionReport {
     /// The node's GlobalE2node-ID (`gnb:PLMN:ID`, or hex of its encoding).
     pub node: String,
     pub request: RicRequestId,
+    /// The id the node knows the subscription by, when e2lb handed an
+    /// existing stream over to this RIC under `request`.
+    pub origin: Option<RicRequestId>,
     pub ran_function: Option<u16>,
     /// Created by this RIC (so its stream must start at sequence 0).
     pub created_here: bool,
@@ -340,8 +343,9 @@ impl RicReport {
     }
 }
 
-/// Loss figures over several RICs' reports, per (node, RICrequestID): a
-/// subscription that moved between RICs is counted once over its whole range.
+/// Loss figures over several RICs' reports, per (node, node-side RICrequestID):
+/// a subscription that moved between RICs (re-homed by e2lb, possibly under
+/// another id) is counted once over its whole range.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CombinedLoss {
     pub subscriptions: u64,
@@ -367,7 +371,9 @@ pub fn combined_loss(reports: &[&RicReport]) -> CombinedLoss {
     let mut by_key: BTreeMap<(&str, RicRequestId), Acc> = BTreeMap::new();
     for r in reports {
         for s in &r.per_subscription {
-            let a = by_key.entry((s.node.as_str(), s.request)).or_default();
+            let a = by_key
+                .entry((s.node.as_str(), s.origin.unwrap_or(s.request)))
+                .or_default();
             a.received += s.received;
             a.from_zero |= s.created_here;
             a.low = match (a.low, s.first_seq) {
@@ -531,6 +537,8 @@ fn report(shared: &Shared, elapsed: Duration) -> RicReport {
 struct Sub {
     ran_function: Option<u16>,
     created_here: bool,
+    /// The node knows it by another id: e2lb handed an existing stream over.
+    origin: Option<RicRequestId>,
     seq: SeqTracker,
     corrupt: u64,
 }
@@ -720,6 +728,7 @@ impl Conn {
                             Sub {
                                 ran_function: Some(ran_function),
                                 created_here: true,
+                                origin: None,
                                 seq: SeqTracker::new(Some(0)),
                                 corrupt: 0,
                             },
@@ -795,6 +804,7 @@ impl Conn {
             Sub {
                 ran_function: ind.ran_function,
                 created_here: false,
+                origin: None,
                 seq: SeqTracker::new(None),
                 corrupt: 0,
             }
@@ -804,6 +814,13 @@ impl Conn {
                 live.foreign.fetch_add(1, Relaxed);
             }
             Some(h) => {
+                if sub.seq.received == 0 && h.origin != ind.request && h.seq > 0 {
+                    // A stream handed over mid-way (e2lb answered this RIC's
+                    // subscription with one the node already had): it
+                    // continues, it does not start at 0.
+                    sub.origin = Some(h.origin);
+                    sub.seq = SeqTracker::new(None);
+                }
                 match sub.seq.observe(h.seq) {
                     SeqEvent::InOrder => {}
                     SeqEvent::Gap(n) => {
@@ -975,8 +992,9 @@ impl Conn {
                         .or_insert_with(|| SubscriptionReport {
                             node: node.clone(),
                             request,
+                            origin: sub.origin,
                             ran_function: sub.ran_function,
-                            created_here: sub.created_here,
+                            created_here: sub.created_here && sub.origin.is_none(),
                             received: 0,
                             first_seq: None,
                             max_seq: None,
@@ -986,7 +1004,7 @@ impl Conn {
                             corrupt: 0,
                         });
                 let s = &sub.seq;
-                e.created_here |= sub.created_here;
+                e.created_here |= sub.created_here && sub.origin.is_none();
                 e.received += s.received;
                 e.first_seq = match (e.first_seq, s.first) {
                     (Some(a), Some(b)) => Some(a.min(b)),
