@@ -14,6 +14,8 @@ use crate::balance::bnb::{BnbConfig, InvalidBnb};
 use crate::balance::live::BalanceSettings;
 use crate::balance::load::{Limits, LoadModel, Thresholds, Weights};
 use crate::balance::{Backend, LatencyConfig};
+use crate::migrate::plan::PlannerConfig;
+use crate::migrate::ExecutorConfig;
 use crate::probe::{MetricNames, ProbeConfig, Prober, PromqlConfig, Source, Target};
 use crate::proxy::ProxyConfig;
 use crate::scale::actuator::exec::ExecConfig;
@@ -516,10 +518,25 @@ pub struct MigrateSection {
     /// Time one move may take before the executor stops waiting for it.
     #[serde(deserialize_with = "duration")]
     pub move_timeout: Duration,
+    /// Planner: highest predicted CPU on a backend receiving associations.
+    pub cpu_ceiling: f64,
+    /// Planner: moves touching one backend per wave.
+    pub max_moves_per_backend: usize,
+    /// Planner energy model (CORMO-RAN): idle power per active backend, W.
+    pub idle_power_w: f64,
+    /// Power per light association, W.
+    pub light_power_w: f64,
+    /// Power per heavy association, W.
+    pub heavy_power_w: f64,
+    /// An association whose estimated CPU is at least this is heavy.
+    pub heavy_cpu: f64,
+    /// Energy of one move, W-equivalent over the planning window.
+    pub move_cost_w: f64,
 }
 
 impl Default for MigrateSection {
     fn default() -> Self {
+        let p = PlannerConfig::default();
         MigrateSection {
             rehome_on_failure: true,
             rehome_on_unhealthy: true,
@@ -529,6 +546,13 @@ impl Default for MigrateSection {
             release_timeout: Duration::from_secs(5),
             buffer: 4096,
             move_timeout: Duration::from_secs(15),
+            cpu_ceiling: p.cpu_ceiling,
+            max_moves_per_backend: p.max_moves_per_backend,
+            idle_power_w: p.idle_power_w,
+            light_power_w: p.light_power_w,
+            heavy_power_w: p.heavy_power_w,
+            heavy_cpu: p.heavy_cpu,
+            move_cost_w: p.move_cost_w,
         }
     }
 }
@@ -700,6 +724,13 @@ impl Config {
                 return Err(invalid(key, "must be more than 0"));
             }
         }
+        self.executor().planner.check().map_err(|e| {
+            let field = e.split_whitespace().next().unwrap_or_default();
+            invalid(
+                format!("migrate.{field}"),
+                "out of range (a ceiling in (0, 1], at least one move, finite non-negative powers)",
+            )
+        })?;
         self.scale_settings()?;
         let sc = &self.scale;
         if sc.tick.is_zero() || sc.tick > Duration::from_secs(3600) {
@@ -977,6 +1008,25 @@ impl Config {
         }
     }
 
+    /// The migration executor and planner.
+    pub fn executor(&self) -> ExecutorConfig {
+        let m = &self.migrate;
+        ExecutorConfig {
+            planner: PlannerConfig {
+                cpu_ceiling: m.cpu_ceiling,
+                max_moves_per_backend: m.max_moves_per_backend,
+                idle_power_w: m.idle_power_w,
+                light_power_w: m.light_power_w,
+                heavy_power_w: m.heavy_power_w,
+                heavy_cpu: m.heavy_cpu,
+                move_cost_w: m.move_cost_w,
+            },
+            move_timeout: m.move_timeout,
+            rehome_on_unhealthy: m.rehome_on_unhealthy,
+            ..ExecutorConfig::default()
+        }
+    }
+
     /// Re-homing knobs of every session.
     pub fn rehome(&self) -> RehomeConfig {
         let m = &self.migrate;
@@ -1134,6 +1184,12 @@ mod tests {
             ("scale", "actuator = 'magic'", "actuator"),
             ("scale", "exec = { start = [] }", "scale.exec.start"),
             ("migrate", "buffer = 0", "migrate.buffer"),
+            ("migrate", "cpu_ceiling = 1.5", "cpu_ceiling"),
+            (
+                "migrate",
+                "max_moves_per_backend = 0",
+                "max_moves_per_backend",
+            ),
             (
                 "migrate",
                 "handover_timeout = '0s'",

@@ -246,21 +246,37 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             cfg.prober()?,
             async move { balance_stop.cancelled().await },
         ));
+        let executor = Arc::new(e2lb::migrate::Executor::new(
+            cfg.executor(),
+            shared.pool.clone(),
+            shared.balance.clone(),
+            shared.associations.clone(),
+            &shared.metrics.registry,
+        )?);
+        let watch_task = tokio::spawn(executor.clone().watch(stop.clone()));
         let mut admin_state = AdminState::new(
             shared.metrics.clone(),
             shared.pool.clone(),
             shared.balance.clone(),
             shared.associations.clone(),
         )
-        .with_default_metrics(cfg.probe.metrics_port, cfg.probe.metrics_path.clone());
+        .with_default_metrics(cfg.probe.metrics_port, cfg.probe.metrics_path.clone())
+        .with_migrate(executor.clone());
         let mut scale_task = None;
         if cfg.scale.enabled {
             let actuator = e2lb::scale::build_actuator(&cfg).await?;
-            let control = Arc::new(e2lb::scale::control::ScaleControl::new(
-                cfg.scale_settings()?,
-                actuator,
-                &shared.metrics.registry,
-            )?);
+            let control = Arc::new(
+                e2lb::scale::control::ScaleControl::new(
+                    cfg.scale_settings()?,
+                    actuator,
+                    &shared.metrics.registry,
+                )?
+                .with_migrate(
+                    executor.clone(),
+                    cfg.migrate.on_scale_in,
+                    cfg.migrate.rebalance_on_scale_up,
+                ),
+            );
             admin_state = admin_state.with_scale(control.clone());
             let leader = match cfg.leader()? {
                 // A single replica always leads (the sender lives in the task).
@@ -331,6 +347,7 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         }
         let _ = admin_task.await;
         let _ = balance_task.await;
+        let _ = watch_task.await;
         if let Some(t) = scale_task {
             let _ = t.await;
         }

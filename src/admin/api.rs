@@ -38,6 +38,16 @@ pub(super) async fn route(state: &AdminState, req: Request<Incoming>) -> Resp {
         (&Method::POST, ["backends", name, "drain"]) => drain(state, name, true),
         (&Method::DELETE, ["backends", name, "drain"]) => drain(state, name, false),
         (&Method::GET, ["associations"]) => associations(state),
+        (&Method::POST, ["associations", id, "migrate"]) => migrate_one(state, id, req).await,
+        (&Method::GET, ["plan"]) => plan(state, req.uri().query().unwrap_or("")),
+        (&Method::POST, ["plan", "execute"]) => execute_plan(state, req).await,
+        (&Method::GET, ["migrations"]) => match &state.migrate {
+            Some(x) => reply_json(
+                StatusCode::OK,
+                &json!({ "last_plan": x.last_plan(), "moves": x.records() }),
+            ),
+            None => no_migrate(),
+        },
         (&Method::GET, ["balancer"]) => balancer(state),
         (&Method::GET, ["scaler"]) => match &state.scale {
             Some(s) => reply_json(StatusCode::OK, &s.status(&state.pool)),
@@ -52,6 +62,10 @@ pub(super) async fn route(state: &AdminState, req: Request<Incoming>) -> Resp {
             | ["backends", _]
             | ["backends", _, "drain"]
             | ["associations"]
+            | ["associations", _, "migrate"]
+            | ["plan"]
+            | ["plan", "execute"]
+            | ["migrations"]
             | ["balancer"]
             | ["scaler"],
         ) => error(
@@ -59,6 +73,195 @@ pub(super) async fn route(state: &AdminState, req: Request<Incoming>) -> Resp {
             format!("{method} not allowed on {path}"),
         ),
         _ => error(StatusCode::NOT_FOUND, format!("no route {method} {path}")),
+    }
+}
+
+fn no_migrate() -> Resp {
+    error(StatusCode::NOT_FOUND, "migration is not available here")
+}
+
+async fn body_of(req: Request<Incoming>) -> Result<Bytes, Resp> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("reading the body: {e}"),
+        )),
+    }
+}
+
+/// A plan request as the API takes it (query string or JSON body):
+/// `request` = `consolidate` | `remove` (with `backends`, names, comma
+/// separated in a query) | `remove_count` (with `count`) | `rebalance` (with `onto`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanQuery {
+    #[serde(default)]
+    request: Option<String>,
+    #[serde(default)]
+    backends: Vec<String>,
+    #[serde(default)]
+    count: Option<usize>,
+    #[serde(default)]
+    onto: Option<String>,
+}
+
+impl PlanQuery {
+    fn from_query(q: &str) -> Result<Self, String> {
+        let mut out = PlanQuery::default();
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "request" => out.request = Some(v.to_owned()),
+                "backends" => {
+                    out.backends = v
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }
+                "count" => {
+                    out.count = Some(
+                        v.parse()
+                            .map_err(|_| format!("count {v:?} is not a number"))?,
+                    )
+                }
+                "onto" => out.onto = Some(v.to_owned()),
+                _ => return Err(format!("unknown parameter {k:?}")),
+            }
+        }
+        Ok(out)
+    }
+
+    fn request(&self, state: &AdminState) -> Result<crate::migrate::plan::Request, String> {
+        use crate::migrate::plan::Request as R;
+        let id = |name: &str| {
+            state
+                .pool
+                .find(name)
+                .map(|m| m.id())
+                .ok_or_else(|| format!("no backend {name:?}"))
+        };
+        match self.request.as_deref().unwrap_or("consolidate") {
+            "consolidate" => Ok(R::Consolidate),
+            "remove" if !self.backends.is_empty() => Ok(R::Remove {
+                backends: self
+                    .backends
+                    .iter()
+                    .map(|n| id(n))
+                    .collect::<Result<_, _>>()?,
+            }),
+            "remove" => Err("remove needs backends".into()),
+            "remove_count" => match self.count {
+                Some(k) if k > 0 => Ok(R::RemoveCount(k)),
+                _ => Err("remove_count needs a count of at least 1".into()),
+            },
+            "rebalance" => match self.onto.as_deref() {
+                Some(n) => Ok(R::Rebalance { onto: id(n)? }),
+                None => Err("rebalance needs onto".into()),
+            },
+            other => Err(format!(
+                "unknown request {other:?} (consolidate, remove, remove_count, rebalance)"
+            )),
+        }
+    }
+}
+
+fn plan(state: &AdminState, query: &str) -> Resp {
+    let Some(x) = &state.migrate else {
+        return no_migrate();
+    };
+    match PlanQuery::from_query(query).and_then(|q| q.request(state)) {
+        Ok(r) => reply_json(StatusCode::OK, &json!(x.plan(&r))),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn execute_plan(state: &AdminState, req: Request<Incoming>) -> Resp {
+    let Some(x) = state.migrate.clone() else {
+        return no_migrate();
+    };
+    let body = match body_of(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let q: PlanQuery = if body.is_empty() {
+        PlanQuery::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(q) => q,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
+        }
+    };
+    let r = match q.request(state) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let p = x.plan(&r);
+    if !p.feasible {
+        return reply_json(
+            StatusCode::CONFLICT,
+            &json!({ "error": p.infeasible_reason.clone().unwrap_or_default(), "plan": p }),
+        );
+    }
+    info!(request = ?r, moves = p.moves.len(), "admin API: executing a migration plan");
+    let done = x.execute(&p).await;
+    reply_json(StatusCode::OK, &json!({ "plan": p, "execution": done }))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrateBody {
+    #[serde(default)]
+    target: Option<String>,
+}
+
+async fn migrate_one(state: &AdminState, id: &str, req: Request<Incoming>) -> Resp {
+    let Some(x) = state.migrate.clone() else {
+        return no_migrate();
+    };
+    let Ok(id) = id.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not an association id"),
+        );
+    };
+    let body = match body_of(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let b: MigrateBody = if body.is_empty() {
+        MigrateBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
+        }
+    };
+    let target = match b.target.as_deref() {
+        Some(n) => match state.pool.find(n) {
+            Some(m) => Some(m.id()),
+            None => return error(StatusCode::NOT_FOUND, format!("no backend {n:?}")),
+        },
+        None => None,
+    };
+    if state.associations.get(id).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no association {id}"));
+    }
+    info!(
+        association = id,
+        ?target,
+        "admin API: moving an association"
+    );
+    match x
+        .move_one(id, target, crate::proxy::table::MoveReason::Planned, 1)
+        .await
+    {
+        Some(o @ crate::proxy::table::MoveOutcome::Switched { .. }) => {
+            reply_json(StatusCode::OK, &json!(o))
+        }
+        Some(o) => reply_json(StatusCode::CONFLICT, &json!(o)),
+        None => error(StatusCode::GONE, format!("association {id} ended")),
     }
 }
 

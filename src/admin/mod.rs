@@ -56,6 +56,8 @@ pub struct AdminState {
     pub default_metrics: Option<(u16, String)>,
     /// The scaler, when enabled (`/api/v1/scaler`).
     pub scale: Option<Arc<ScaleControl>>,
+    /// The migration planner and executor (`/api/v1/plan`, `/api/v1/migrations`).
+    pub migrate: Option<Arc<crate::migrate::Executor>>,
 }
 
 impl AdminState {
@@ -73,7 +75,14 @@ impl AdminState {
             ready: AtomicBool::new(false),
             default_metrics: None,
             scale: None,
+            migrate: None,
         }
+    }
+
+    /// Serves the plan and migration endpoints from this executor.
+    pub fn with_migrate(mut self, executor: Arc<crate::migrate::Executor>) -> Self {
+        self.migrate = Some(executor);
+        self
     }
 
     /// Serves `/api/v1/scaler` from this scaler.

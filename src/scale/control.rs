@@ -9,8 +9,12 @@
 //!   join the pool (Bull-and-Bear prefers them in Bear).
 //! - **Scale-down**: the chosen backends are drained at once (no new
 //!   associations) and removed — `apply(remaining, [them])`, then out of the
-//!   pool — when their last association is gone. (Live migration, which
-//!   empties them actively, is the migration planner's work.)
+//!   pool — when their last association is gone. With a migration executor
+//!   ([`ScaleControl::with_migrate`]) they are emptied actively: the planner
+//!   places their associations on the remaining backends and each is re-homed
+//!   live; without one, they wait for their associations to close.
+//! - **Rebalance** (optional): a backend discovered while the pool is in Bear
+//!   gets associations moved onto it by a `Rebalance` plan (leader only).
 //! - **Failures** of the actuator are counted, recorded and retried with
 //!   exponential back-off (`retry_min` doubling to `retry_max`); nothing is
 //!   dropped silently.
@@ -157,9 +161,19 @@ struct Inner {
 pub struct ScaleControl {
     settings: ScaleSettings,
     actuator: Arc<dyn Actuator>,
+    migrate: Option<Migrate>,
     inner: Mutex<Inner>,
     records: Mutex<VecDeque<Value>>,
     metrics: ScaleMetrics,
+}
+
+/// How the scaler uses the migration executor.
+struct Migrate {
+    executor: Arc<crate::migrate::Executor>,
+    /// Empty removed backends by migrating their associations.
+    on_scale_in: bool,
+    /// Move associations onto a backend discovered while the pool is in Bear.
+    rebalance_on_scale_up: bool,
 }
 
 /// The scaler cannot start.
@@ -200,8 +214,25 @@ impl ScaleControl {
             records: Mutex::new(VecDeque::new()),
             settings,
             actuator,
+            migrate: None,
             metrics,
         })
+    }
+
+    /// Empty removed backends with live migrations (`on_scale_in`), and move
+    /// associations onto backends added in Bear (`rebalance_on_scale_up`).
+    pub fn with_migrate(
+        mut self,
+        executor: Arc<crate::migrate::Executor>,
+        on_scale_in: bool,
+        rebalance_on_scale_up: bool,
+    ) -> Self {
+        self.migrate = Some(Migrate {
+            executor,
+            on_scale_in,
+            rebalance_on_scale_up,
+        });
+        self
     }
 
     pub fn settings(&self) -> &ScaleSettings {
@@ -270,7 +301,15 @@ impl ScaleControl {
 
     /// Adds discovered backends to the pool; forgets managed ones that are
     /// no longer reported.
-    fn reconcile(&self, pool: &Pool, live: &LiveBalancer, found: &[Provisioned], now: Instant) {
+    /// Returns the backends that joined the pool.
+    fn reconcile(
+        &self,
+        pool: &Pool,
+        live: &LiveBalancer,
+        found: &[Provisioned],
+        now: Instant,
+    ) -> Vec<BackendId> {
+        let mut added = Vec::new();
         let mut i = self.lock();
         for p in found {
             if pool.find(&p.name).is_some() {
@@ -287,6 +326,7 @@ impl ScaleControl {
                         .with_label_values(&["added"])
                         .inc();
                     i.managed.insert(m.name().to_owned());
+                    added.push(m.id());
                 }
                 Err(e) => warn!(backend = %p.name, error = %e, "discovered backend not added"),
             }
@@ -306,6 +346,7 @@ impl ScaleControl {
                   "backend no longer reported by the actuator: leaves the pool");
             let _ = pool.remove(&name);
         }
+        added
     }
 
     /// One scaler period at `now`. `leader`: this replica may actuate.
@@ -324,7 +365,10 @@ impl ScaleControl {
                     .discovered
                     .with_label_values(&[self.actuator.kind()])
                     .set(found.len() as i64);
-                self.reconcile(pool, live, &found, now);
+                let added = self.reconcile(pool, live, &found, now);
+                if leader && live.view().balancer.mode() == Mode::Bear {
+                    self.rebalance_onto(&added);
+                }
             }
             Err(e) => self.failed("discover", &e),
         }
@@ -510,6 +554,7 @@ impl ScaleControl {
                         associations = m.associations(),
                         "scale-down: backend drained; removed when its associations are gone"
                     );
+                    self.evacuate(*id, m.name());
                     self.lock().removing.push(Removing {
                         id: *id,
                         name: m.name().to_owned(),
@@ -521,6 +566,38 @@ impl ScaleControl {
                 i.pending_until = None;
                 format!("draining {}", names.join(", "))
             }
+        }
+    }
+
+    /// Migrate the associations of a backend being removed (in the background:
+    /// the backend leaves once the last one is gone, as without migration).
+    fn evacuate(&self, id: BackendId, name: &str) {
+        let Some(m) = self.migrate.as_ref().filter(|m| m.on_scale_in) else {
+            return;
+        };
+        let executor = m.executor.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let out = executor.evacuate(id).await;
+            info!(backend = %name, planned = out.planned, switched = out.switched,
+                  aborted = out.aborted, took_ms = out.took_ms,
+                  "scale-down: associations migrated off the backend");
+        });
+    }
+
+    /// Move associations onto backends that joined while the pool is in Bear.
+    fn rebalance_onto(&self, added: &[BackendId]) {
+        let Some(m) = self.migrate.as_ref().filter(|m| m.rebalance_on_scale_up) else {
+            return;
+        };
+        for &onto in added {
+            let executor = m.executor.clone();
+            tokio::spawn(async move {
+                let p = executor.plan(&crate::migrate::plan::Request::Rebalance { onto });
+                let out = executor.execute(&p).await;
+                info!(backend = %onto, planned = out.planned, switched = out.switched,
+                      "scale-up: associations rebalanced onto the new backend");
+            });
         }
     }
 
