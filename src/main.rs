@@ -133,6 +133,9 @@ enum SimCmd {
         /// Do not subscribe to the nodes' RAN functions.
         #[arg(long)]
         no_subscribe: bool,
+        /// RICrequestID requestor of this RIC's subscriptions and controls.
+        #[arg(long, default_value_t = 1)]
+        requestor_id: u16,
         /// Stop after this long (else on SIGINT/SIGTERM).
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
@@ -469,11 +472,13 @@ fn sim(cmd: SimCmd) -> anyhow::Result<ExitCode> {
                 work_per_indication,
                 control_period,
                 no_subscribe,
+                requestor_id,
                 duration,
                 report,
             } => {
                 let cfg = e2lb::sim::RicSimConfig {
                     name,
+                    requestor_id,
                     service_time,
                     work_per_indication,
                     control_period,
