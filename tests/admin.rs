@@ -14,6 +14,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/adminhttp.rs"]
+mod adminhttp;
+
+use adminhttp::{call, get};
 use e2lb::admin::{self, AdminState};
 use e2lb::balance::live::{self, BalanceSettings, LiveBalancer};
 use e2lb::balance::{Backend, Pool};
@@ -26,51 +30,11 @@ use e2lb::sim::{
 use e2lb::transport::mem::{MemConnector, MemNet};
 use e2lb::transport::Options;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How long any awaited condition may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(15);
-
-/// One HTTP/1.1 request over a fresh connection; returns status and body.
-async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-    if let Some(b) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-            b.len()
-        ));
-    } else {
-        req.push_str("\r\n");
-    }
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    request(addr, "GET", path, None).await
-}
-
-/// A request whose answer must be JSON.
-async fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let (code, text) = request(addr, method, path, body).await;
-    let v = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{method} {path}: {code} body is not JSON ({e}): {text:?}"));
-    (code, v)
-}
 
 /// An error answer: the expected status and `{"error": "<non-empty>"}`.
 #[track_caller]

@@ -4,10 +4,15 @@
 //! per-subscription sequence number, so loss, duplicates and gaps are counted
 //! over the old and the new RIC together. Real time, a few seconds each.
 
+#[path = "common/adminhttp.rs"]
+mod adminhttp;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use adminhttp::call;
+use e2lb::admin::{self, AdminState};
 use e2lb::balance::{Backend, Pool};
 use e2lb::migrate::{Executor, ExecutorConfig};
 use e2lb::proxy::{self, Metrics, ProxyConfig, Shared};
@@ -287,4 +292,102 @@ async fn a_backend_that_goes_away_has_its_associations_rehomed() {
         "failover: {on0} associations re-homed, {} indications sent, {} lost in ric-0's transport",
         nodes.indications_sent, loss.missing
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_plans_executes_and_moves_one_association() {
+    let st = start(Duration::from_secs(4)).await;
+    let state = Arc::new(
+        AdminState::new(
+            st.metrics.clone(),
+            st.shared.pool.clone(),
+            st.shared.balance.clone(),
+            st.shared.associations.clone(),
+        )
+        .with_migrate(st.executor.clone()),
+    );
+    let l = admin::bind(addr("127.0.0.1:0")).await.expect("bind");
+    let at = l.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let server = tokio::spawn(admin::serve(l, state, async move { s.cancelled().await }));
+    st.settled().await;
+    // A plan only: nothing moves.
+    let (code, p) = call(
+        at,
+        "GET",
+        "/api/v1/plan?request=remove&backends=ric-1",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{p}");
+    let on1 = st.shared.associations.on_backend(BackendId(1)).len();
+    assert_eq!(p["moves"].as_array().map(Vec::len), Some(on1));
+    assert_eq!(p["feasible"], true);
+    assert!(p["moves"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|m| m["from"] == 1 && m["to"] != 1 && m["reason"] == "empty_backend"));
+    assert_eq!(st.shared.associations.on_backend(BackendId(1)).len(), on1);
+    for (q, what) in [
+        ("request=remove", "remove without backends"),
+        ("request=remove&backends=nope", "unknown backend"),
+        ("request=remove_count&count=0", "count 0"),
+        ("request=teleport", "unknown request"),
+        ("colour=blue", "unknown parameter"),
+    ] {
+        let (code, v) = call(at, "GET", &format!("/api/v1/plan?{q}"), None).await;
+        assert_eq!(code, 400, "{what}: {v}");
+    }
+    // One association, by hand, to a named backend.
+    let one = st.shared.associations.on_backend(BackendId(0))[0].id;
+    let (code, v) = call(
+        at,
+        "POST",
+        &format!("/api/v1/associations/{one}/migrate"),
+        Some(r#"{"target":"ric-2"}"#),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["outcome"].as_str(), v["to"].as_str()),
+        (Some("switched"), Some("ric-2"))
+    );
+    assert_eq!(
+        st.shared.associations.get(one).and_then(|r| r.backend_id()),
+        Some(BackendId(2))
+    );
+    let (code, v) = call(
+        at,
+        "POST",
+        &format!("/api/v1/associations/{one}/migrate"),
+        Some(r#"{"target":"ric-2"}"#),
+    )
+    .await;
+    assert_eq!((code, v["outcome"].as_str()), (409, Some("refused")), "{v}");
+    let (code, _) = call(at, "POST", "/api/v1/associations/999999/migrate", None).await;
+    assert_eq!(code, 404);
+    // Execute a plan emptying ric-1.
+    let (code, v) = call(
+        at,
+        "POST",
+        "/api/v1/plan/execute",
+        Some(r#"{"request":"remove","backends":["ric-1"]}"#),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["execution"]["switched"], v["execution"]["planned"]);
+    assert!(st.shared.associations.on_backend(BackendId(1)).is_empty());
+    let (code, v) = call(at, "GET", "/api/v1/migrations", None).await;
+    assert_eq!(code, 200);
+    let moves = v["moves"].as_array().map_or(0, Vec::len);
+    assert!(moves > on1, "{moves} moves recorded");
+    let (nodes, rics) = st.finish().await;
+    stop.cancel();
+    server.await.expect("admin");
+    check_nodes(&nodes);
+    let refs: Vec<&RicReport> = rics.iter().collect();
+    let loss = combined_loss(&refs);
+    assert_eq!((loss.missing, loss.excess), (0, 0), "{loss:?}");
 }
