@@ -45,7 +45,7 @@ const PROC: ProcOpts = ProcOpts {
 const NODES: u32 = 30;
 
 /// The two scenarios take the guest's CPU each: one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const METRICS_PORT: u16 = 41480;
 
 /// One scenario's addresses (the two tests use different ones).
@@ -269,7 +269,7 @@ async fn scale_in_migrates_every_association_off_the_removed_backend() {
     if !rig::sctp_or_skip() {
         return;
     }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().await;
     let net = &SCALE_IN;
     let dir = std::env::temp_dir().join(format!("e2lb-migrate-in-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -379,7 +379,7 @@ async fn killed_backend_associations_are_rehomed() {
     if !rig::sctp_or_skip() {
         return;
     }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = SERIAL.lock().await;
     let net = &KILL;
     let dir = std::env::temp_dir().join(format!("e2lb-migrate-kill-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
