@@ -138,6 +138,47 @@ fn session_only(c: &mut Criterion) {
             s.poll_transmit()
         })
     });
+    // The same indication for a subscription handed over to another backend
+    // under another RICrequestID: the id is rewritten in a copy.
+    let mut s = Session::new(SessionConfig::default());
+    s.handle_node(t0, Message::new(0, 70, peers::setup_request(1)));
+    s.backend_attached(t0, BackendId(0));
+    s.handle_backend(
+        t0,
+        BackendId(0),
+        Message::new(0, 70, peers::setup_response()),
+    );
+    s.handle_backend(t0, BackendId(0), Message::new(0, 70, peers::sub_request(1)));
+    s.handle_node(t0, Message::new(0, 70, peers::sub_response(1)));
+    s.migrate_to(t0, BackendId(1)).expect("migrate");
+    s.handle_backend(
+        t0,
+        BackendId(1),
+        Message::new(0, 70, peers::setup_response()),
+    );
+    let mut theirs = peers::sub_request(1).to_vec();
+    e2lb::e2ap::peek::rewrite_ric_request_id(
+        &mut theirs,
+        e2lb::e2ap::RicRequestId {
+            requestor: 7,
+            instance: 7,
+        },
+    )
+    .expect("rewrite");
+    s.handle_backend(
+        t0,
+        BackendId(1),
+        Message::new(0, 70, bytes::Bytes::from(theirs)),
+    );
+    while s.poll_transmit().is_some() {}
+    while s.poll_event().is_some() {}
+    assert_eq!(s.backend(), Some(BackendId(1)), "switched");
+    g.bench_function("indication_node_to_ric_handed_over", |b| {
+        b.iter(|| {
+            s.handle_node(t0, msg.clone());
+            s.poll_transmit()
+        })
+    });
     g.finish();
 }
 
