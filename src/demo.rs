@@ -434,7 +434,21 @@ async fn run_on<F: Fabric>(
         settings.policy.down_cooldown = Duration::from_secs(4);
         // The paper's literal rule: any RIC at 80 % CPU asks for another.
         settings.policy.room_cpu = 0.0;
-        let ctl = Arc::new(ScaleControl::new(settings, a.clone(), &metrics.registry)?);
+        // A backend the scaler removes is emptied by live migration.
+        let executor = Arc::new(crate::migrate::Executor::new(
+            cfg.executor(),
+            shared.pool.clone(),
+            shared.balance.clone(),
+            shared.associations.clone(),
+            &metrics.registry,
+        )?);
+        let ctl = Arc::new(
+            ScaleControl::new(settings, a.clone(), &metrics.registry)?.with_migrate(
+                executor,
+                cfg.migrate.on_scale_in,
+                cfg.migrate.rebalance_on_scale_up,
+            ),
+        );
         let sp = stop_proxy.clone();
         scale_task = Some(tokio::spawn(control::run(
             ctl.clone(),
