@@ -15,7 +15,12 @@ use adminhttp::call;
 use e2lb::admin::{self, AdminState};
 use e2lb::balance::{Backend, Pool};
 use e2lb::migrate::{Executor, ExecutorConfig};
+use e2lb::probe::{Figures, ProbeRound};
 use e2lb::proxy::{self, Metrics, ProxyConfig, Shared};
+use e2lb::scale::actuator::static_pool::StaticPool;
+use e2lb::scale::actuator::Provisioned;
+use e2lb::scale::control::{ScaleControl, ScaleSettings};
+use e2lb::scale::policy::ScalerConfig;
 use e2lb::session::BackendId;
 use e2lb::sim::{
     combined_loss, run_nodes, run_ric, NodeLive, NodeReport, NodeSimConfig, RicLive, RicReport,
@@ -390,4 +395,91 @@ async fn the_admin_api_plans_executes_and_moves_one_association() {
     let refs: Vec<&RicReport> = rics.iter().collect();
     let loss = combined_loss(&refs);
     assert_eq!((loss.missing, loss.excess), (0, 0), "{loss:?}");
+}
+
+/// Every member reports `cpu` in a probe round, then the balancer publishes.
+fn probe_all(st: &Stack, cpu: f64) {
+    let now = std::time::Instant::now();
+    let round = ProbeRound {
+        taken_at: now,
+        results: st
+            .shared
+            .pool
+            .members()
+            .iter()
+            .map(|m| {
+                (
+                    m.id(),
+                    Ok(Figures {
+                        cpu: Some(cpu),
+                        proc_time: None,
+                        latency: None,
+                    }),
+                )
+            })
+            .collect(),
+    };
+    st.shared.balance.handle_round(&st.shared.pool, &round);
+    let _ = st.shared.balance.publish(&st.shared.pool, now);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_added_in_bear_gets_associations_rebalanced_onto_it() {
+    let mut st = start(Duration::from_secs(5)).await;
+    // A fourth RIC, on standby for the static actuator.
+    st.rics.push(Some(start_ric(&st.net, 3)));
+    st.settled().await;
+    let prov = |i: u16| Provisioned {
+        name: format!("ric-{i}"),
+        addr: ric_addr(i),
+        metrics: None,
+    };
+    let actuator = Arc::new(StaticPool::new((0..3).map(prov).collect(), vec![prov(3)]));
+    let control = ScaleControl::new(
+        ScaleSettings {
+            policy: ScalerConfig {
+                min_replicas: 3,
+                max_replicas: 4,
+                room_cpu: 0.0,
+                ..ScalerConfig::default()
+            },
+            ..ScaleSettings::default()
+        },
+        actuator,
+        &st.metrics.registry,
+    )
+    .expect("scaler")
+    .with_migrate(st.executor.clone(), true, true);
+    // Every RIC is hot: Bear, and the scaler adds ric-3.
+    probe_all(&st, 0.95);
+    assert_eq!(st.shared.balance.view().balancer.mode().as_str(), "bear");
+    let now = std::time::Instant::now();
+    control
+        .tick(&st.shared.pool, &st.shared.balance, &st.metrics, true, now)
+        .await;
+    control
+        .tick(&st.shared.pool, &st.shared.balance, &st.metrics, true, now)
+        .await;
+    let added = st.shared.pool.find("ric-3").expect("ric-3 joined the pool");
+    // The rebalance plan moves associations onto it, live.
+    for _ in 0..200 {
+        if st.metric("e2lb_migrate_moves_running") == 0.0
+            && !st.shared.associations.on_backend(added.id()).is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let moved = st.shared.associations.on_backend(added.id()).len();
+    assert!(moved > 0, "nothing was rebalanced onto ric-3");
+    let plan = st.executor.last_plan().expect("a plan");
+    assert!(plan.moves.iter().all(|m| m.to == added.id()), "{plan:?}");
+    assert_eq!(moved, plan.moves.len());
+    let (nodes, rics) = st.finish().await;
+    check_nodes(&nodes);
+    let refs: Vec<&RicReport> = rics.iter().collect();
+    let loss = combined_loss(&refs);
+    assert_eq!((loss.missing, loss.excess), (0, 0), "{loss:?}");
+    eprintln!("rebalance: {moved} associations moved onto ric-3");
 }
