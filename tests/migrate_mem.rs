@@ -15,7 +15,7 @@ use adminhttp::call;
 use e2lb::admin::{self, AdminState};
 use e2lb::balance::{Backend, Pool};
 use e2lb::migrate::{Executor, ExecutorConfig};
-use e2lb::probe::{Figures, ProbeRound};
+use e2lb::probe::{Figures, ProbeError, ProbeRound};
 use e2lb::proxy::{self, Metrics, ProxyConfig, Shared};
 use e2lb::scale::actuator::static_pool::StaticPool;
 use e2lb::scale::actuator::Provisioned;
@@ -399,6 +399,11 @@ async fn the_admin_api_plans_executes_and_moves_one_association() {
 
 /// Every member reports `cpu` in a probe round, then the balancer publishes.
 fn probe_all(st: &Stack, cpu: f64) {
+    probe_round(st, cpu, None);
+}
+
+/// A probe round in which `failing` (if any) does not answer.
+fn probe_round(st: &Stack, cpu: f64, failing: Option<BackendId>) {
     let now = std::time::Instant::now();
     let round = ProbeRound {
         taken_at: now,
@@ -408,6 +413,9 @@ fn probe_all(st: &Stack, cpu: f64) {
             .members()
             .iter()
             .map(|m| {
+                if Some(m.id()) == failing {
+                    return (m.id(), Err(ProbeError::Timeout));
+                }
                 (
                     m.id(),
                     Ok(Figures {
@@ -482,4 +490,38 @@ async fn a_backend_added_in_bear_gets_associations_rebalanced_onto_it() {
     let loss = combined_loss(&refs);
     assert_eq!((loss.missing, loss.excess), (0, 0), "{loss:?}");
     eprintln!("rebalance: {moved} associations moved onto ric-3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_associations_of_a_backend_turning_unhealthy_are_rehomed() {
+    let st = start(Duration::from_secs(4)).await;
+    let stop = CancellationToken::new();
+    let watch = tokio::spawn(st.executor.clone().watch(stop.clone()));
+    st.settled().await;
+    probe_all(&st, 0.1);
+    let on0 = st.shared.associations.on_backend(BackendId(0)).len();
+    assert!(on0 > 0);
+    // ric-0's probe stops answering: unhealthy after `unhealthy_after` (3) rounds.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        probe_round(&st, 0.1, Some(BackendId(0)));
+    }
+    let switched = "e2lb_migrations_total{kind=\"unhealthy\",outcome=\"switched\"";
+    for _ in 0..200 {
+        if st.metric(switched) >= on0 as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(st.metric(switched), on0 as f64);
+    assert!(st.shared.associations.on_backend(BackendId(0)).is_empty());
+    stop.cancel();
+    watch.await.expect("watch");
+    let (nodes, rics) = st.finish().await;
+    check_nodes(&nodes);
+    let refs: Vec<&RicReport> = rics.iter().collect();
+    let loss = combined_loss(&refs);
+    assert_eq!(loss.excess, 0, "{loss:?}");
+    // ric-0 still read what it was sent before its association was shut down.
+    assert_eq!(loss.missing, 0, "{loss:?}");
 }
