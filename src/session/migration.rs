@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    control_wants_ack, BackendId, CloseReason, Event, Initiator, Meta, Peer, PendingKey, Session,
-    State, Subscription, Transmit,
+    control_wants_ack, BackendId, CloseReason, Event, Initiator, Meta, Peer, PendingKey,
+    ProtocolError, Session, Side, State, Subscription, Transmit,
 };
 use crate::e2ap::build::SubscriptionDelete;
 use crate::e2ap::ids::{ie, procedure};
@@ -188,6 +188,8 @@ impl Session {
             return Err(MigrateRefused::SameBackend);
         }
         match self.migration.as_mut() {
+            // The failed source (or a target that failed before) is not a target.
+            Some(m) if m.tried.contains(&target) => return Err(MigrateRefused::SameBackend),
             Some(m) if m.phase == Phase::AwaitTarget => {
                 m.target = Some(target);
                 m.phase = Phase::Setup { sent: now };
@@ -605,7 +607,11 @@ impl Session {
         let (kind, proc) = (env.kind(), env.procedure_code());
         if proc != procedure::E2_SETUP || kind == PduKind::Initiating {
             // Nothing reaches the node from a target that is not set up.
-            self.stats.undeliverable += 1;
+            self.stats.protocol_errors += 1;
+            self.events.push_back(Event::ProtocolError {
+                side: Side::Backend,
+                error: ProtocolError::BackendBeforeSetup(env.procedure(), kind.name()),
+            });
             return;
         }
         if kind == PduKind::Unsuccessful {

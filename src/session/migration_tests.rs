@@ -442,3 +442,190 @@ fn a_new_subscription_that_collides_with_a_node_side_id_is_renumbered() {
     let sub = &s.subscriptions()[&fresh];
     assert_eq!((sub.owner, sub.ric_id), (B1, rid(1)));
 }
+
+mod interleavings {
+    //! Random interleavings of node traffic, backend failures, migrations,
+    //! hand-overs and time-outs: every indication the node sends is delivered
+    //! once, in order per subscription, or held, or counted — never twice.
+
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// The node sends an indication of subscription rid(1..=3).
+        Indication(u16),
+        /// The current backend's association fails.
+        CurrentFails,
+        /// The shell connected backend `n` as a target.
+        MigrateTo(u32),
+        /// The target answers the replayed setup.
+        TargetSetUp,
+        /// The target's xApp subscribes like rid(k).
+        Adopt(u16),
+        /// The target's association fails.
+        TargetFails,
+        /// Time passes (hand-over and setup time-outs).
+        Wait(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (1u16..=3).prop_map(Op::Indication),
+            1 => Just(Op::CurrentFails),
+            2 => (1u32..6).prop_map(Op::MigrateTo),
+            2 => Just(Op::TargetSetUp),
+            3 => (1u16..=3).prop_map(Op::Adopt),
+            1 => Just(Op::TargetFails),
+            1 => (0u64..8).prop_map(Op::Wait),
+        ]
+    }
+
+    /// Established on b0 with subscriptions rid(1..=3), distinct triggers.
+    fn three_subscriptions(t0: Instant) -> Session {
+        let mut s = Session::new(SessionConfig::default());
+        s.handle_node(t0, msg(setup_request(1)));
+        s.backend_attached(t0, B0);
+        s.handle_backend(t0, B0, msg(setup_response()));
+        for i in 1..=3 {
+            s.handle_backend(t0, B0, msg(sub_request_as(rid(i), trigger3(i))));
+            s.handle_node(t0, msg(sub_response(i)));
+        }
+        transmits(&mut s);
+        events(&mut s);
+        s
+    }
+
+    fn trigger3(i: u16) -> &'static [u8] {
+        match i {
+            1 => b"t-1",
+            2 => b"t-2",
+            _ => b"t-3",
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn indications_are_delivered_once_in_order_or_accounted(ops in proptest::collection::vec(op(), 1..120)) {
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut s = three_subscriptions(t0);
+            let mut next_seq: HashMap<u16, u8> = HashMap::new();
+            let mut sent = 0u64;
+            // Ids the backends know each node subscription by: rid(k) at b0,
+            // (200 + backend, k) at a target.
+            let node_sub = |id: RicRequestId| -> Option<u16> {
+                if id.requestor == 100 { Some(id.instance) }
+                else if id.requestor >= 200 { Some(id.instance) }
+                else { None }
+            };
+            let mut delivered: HashMap<u16, Vec<u8>> = HashMap::new();
+            // Messages queued for a leg and not yet "handed over" by the shell:
+            // a failing leg gives them back.
+            let mut queued: HashMap<BackendId, Vec<Message>> = HashMap::new();
+            let mut target: Option<BackendId> = None;
+            // Answers handed back unsent with a failed leg: undeliverable, not indications.
+            let mut answers_lost = 0u64;
+            let mut give_back = |q: Vec<Message>| -> Vec<Message> {
+                answers_lost += q
+                    .iter()
+                    .filter(|m| Envelope::parse(&m.payload).unwrap().kind() != PduKind::Initiating)
+                    .count() as u64;
+                q
+            };
+            for op in ops {
+                match op {
+                    Op::Indication(k) => {
+                        let seq = next_seq.entry(k).or_insert(0);
+                        if *seq == u8::MAX { continue; }
+                        s.handle_node(now, msg(indication_seq(k, *seq)));
+                        *seq += 1;
+                        sent += 1;
+                    }
+                    Op::CurrentFails => {
+                        if let Some(b) = s.backend() {
+                            let unsent = give_back(queued.remove(&b).unwrap_or_default());
+                            s.backend_closed(now, b, unsent);
+                        }
+                    }
+                    Op::MigrateTo(n) => {
+                        let b = BackendId(n);
+                        if target.is_none() && s.migrate_to(now, b).is_ok() {
+                            target = Some(b);
+                        }
+                    }
+                    Op::TargetSetUp => {
+                        if let Some(b) = target {
+                            s.handle_backend(now, b, msg(setup_response()));
+                        }
+                    }
+                    Op::Adopt(k) => {
+                        if let Some(b) = target {
+                            let id = RicRequestId { requestor: 200 + b.0 as u16, instance: k };
+                            s.handle_backend(now, b, msg(sub_request_as(id, trigger3(k))));
+                        }
+                    }
+                    Op::TargetFails => {
+                        if let Some(b) = target.take() {
+                            let unsent = give_back(queued.remove(&b).unwrap_or_default());
+                            s.backend_closed(now, b, unsent);
+                        }
+                    }
+                    Op::Wait(secs) => {
+                        now += Duration::from_secs(secs);
+                        s.handle_timeout(now);
+                    }
+                }
+                // The shell's side: deliver half of what is queued (the rest
+                // stays queued, so a failing leg has unsent messages).
+                while let Some(t) = s.poll_transmit() {
+                    if let Peer::Backend(b) = t.to {
+                        queued.entry(b).or_default().push(t.msg);
+                    }
+                }
+                for q in queued.values_mut() {
+                    let keep = q.len() / 2;
+                    for m in q.drain(..q.len() - keep) {
+                        let env = Envelope::parse(&m.payload).unwrap();
+                        if env.procedure_code() == procedure::RIC_INDICATION {
+                            let k = node_sub(env.ric_request_id().unwrap()).unwrap();
+                            delivered.entry(k).or_default().push(*m.payload.last().unwrap());
+                        }
+                    }
+                }
+                for e in events(&mut s) {
+                    match e {
+                        Event::MigrationAborted { target: b, .. } if Some(b) == target => target = None,
+                        Event::Switched { .. } => target = None,
+                        Event::NeedTarget { .. } => target = None,
+                        _ => {}
+                    }
+                }
+                if s.is_closed() { break; }
+            }
+            // Everything still queued is delivered at the end.
+            for (_, q) in queued.drain() {
+                for m in q {
+                    let env = Envelope::parse(&m.payload).unwrap();
+                    if env.procedure_code() == procedure::RIC_INDICATION {
+                        let k = node_sub(env.ric_request_id().unwrap()).unwrap();
+                        delivered.entry(k).or_default().push(*m.payload.last().unwrap());
+                    }
+                }
+            }
+            let mut total = 0u64;
+            for (k, seqs) in &delivered {
+                prop_assert!(seqs.windows(2).all(|w| w[0] < w[1]), "sub {k}: out of order or twice: {seqs:?}");
+                total += seqs.len() as u64;
+            }
+            let held = s.held() as u64;
+            let undeliverable = s.stats().undeliverable - answers_lost;
+            prop_assert_eq!(total + held + undeliverable, sent,
+                "delivered {} + held {} + undeliverable {} != sent {}", total, held, undeliverable, sent);
+        }
+    }
+}

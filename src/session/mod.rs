@@ -328,6 +328,8 @@ pub struct SessionStats {
     pub held: u64,
     /// Messages dropped because their destination leg was gone.
     pub undeliverable: u64,
+    /// Messages from a backend leg the session had already let go of.
+    pub stale_from_backend: u64,
     /// Completed migrations of this association.
     pub migrations: u64,
 }
@@ -599,7 +601,7 @@ impl Session {
         }
         if !self.is_live(from) {
             // A leg the session already let go of (closing in the background).
-            self.stats.undeliverable += 1;
+            self.stats.stale_from_backend += 1;
             return;
         }
         match kind {
