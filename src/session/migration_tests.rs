@@ -519,9 +519,7 @@ mod interleavings {
             // Ids the backends know each node subscription by: rid(k) at b0,
             // (200 + backend, k) at a target.
             let node_sub = |id: RicRequestId| -> Option<u16> {
-                if id.requestor == 100 { Some(id.instance) }
-                else if id.requestor >= 200 { Some(id.instance) }
-                else { None }
+                (id.requestor == 100 || id.requestor >= 200).then_some(id.instance)
             };
             let mut delivered: HashMap<u16, Vec<u8>> = HashMap::new();
             // Messages queued for a leg and not yet "handed over" by the shell:
