@@ -19,6 +19,10 @@
 //! - `GET /api/v1/scaler`: actuator, leader, desired/actual/pending replicas,
 //!   backends being removed, the policy and the last decisions (404 when the
 //!   scaler is off).
+//! - `GET /api/v1/plan?request=...`: a migration plan (not executed);
+//!   `POST /api/v1/plan/execute` plans and runs one; `POST
+//!   /api/v1/associations/{id}/migrate` moves one association; `GET
+//!   /api/v1/migrations`: the last plan and moves.
 //!
 //! Unknown paths are 404, known paths with another method 405.
 
