@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::admin::auth::TokenSource;
 use crate::balance::bnb::{BnbConfig, InvalidBnb};
 use crate::balance::live::BalanceSettings;
 use crate::balance::load::{Limits, LoadModel, Thresholds, Weights};
@@ -17,7 +18,7 @@ use crate::balance::{Backend, LatencyConfig};
 use crate::migrate::plan::PlannerConfig;
 use crate::migrate::ExecutorConfig;
 use crate::probe::{MetricNames, ProbeConfig, Prober, PromqlConfig, Source, Target};
-use crate::proxy::ProxyConfig;
+use crate::proxy::{AllowList, ProxyConfig};
 use crate::scale::actuator::exec::ExecConfig;
 use crate::scale::actuator::kubernetes::KubernetesConfig;
 use crate::scale::actuator::Provisioned;
@@ -117,6 +118,8 @@ pub struct ProxySection {
     #[serde(deserialize_with = "duration")]
     pub retry_after: Duration,
     pub socket_buffer: usize,
+    /// Source networks E2 nodes may connect from (empty: any).
+    pub allow: AllowList,
 }
 
 impl Default for ProxySection {
@@ -137,6 +140,7 @@ impl Default for ProxySection {
             drain_timeout: p.drain_timeout,
             retry_after: p.session.retry_after.duration(),
             socket_buffer: o.socket_buffer,
+            allow: p.allow,
         }
     }
 }
@@ -485,12 +489,69 @@ fn balance_key(field: &str) -> String {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     pub listen: SocketAddr,
+    /// File holding the bearer token ("": none).
+    pub token_file: String,
+    /// Environment variable holding the bearer token ("": none).
+    pub token_env: String,
+    /// PEM certificate chain for HTTPS ("": plain HTTP).
+    pub tls_cert: String,
+    /// PEM private key for HTTPS.
+    pub tls_key: String,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         AdminSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token_file: String::new(),
+            token_env: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+        }
+    }
+}
+
+impl AdminSection {
+    /// Where the bearer token comes from, if one is configured.
+    pub fn token_source(&self) -> Option<TokenSource> {
+        if !self.token_file.is_empty() {
+            Some(TokenSource::File(self.token_file.clone().into()))
+        } else if !self.token_env.is_empty() {
+            Some(TokenSource::Env(self.token_env.clone()))
+        } else {
+            None
+        }
+    }
+
+    /// Certificate and key files, when HTTPS is configured.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        (!self.tls_cert.is_empty() && !self.tls_key.is_empty())
+            .then(|| (Path::new(&self.tls_cert), Path::new(&self.tls_key)))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.token_file.is_empty() && !self.token_env.is_empty() {
+            return Err(invalid(
+                "admin.token_env",
+                "set admin.token_file or admin.token_env, not both",
+            ));
+        }
+        if !crate::admin::auth::is_loopback(self.listen.ip()) && self.token_source().is_none() {
+            return Err(invalid(
+                "admin.listen",
+                "a non-loopback address needs a bearer token: set admin.token_file or admin.token_env",
+            ));
+        }
+        match (self.tls_cert.is_empty(), self.tls_key.is_empty()) {
+            (false, true) => Err(invalid(
+                "admin.tls_key",
+                "admin.tls_cert is set: the private key (PEM) is needed too",
+            )),
+            (true, false) => Err(invalid(
+                "admin.tls_cert",
+                "admin.tls_key is set: the certificate (PEM) is needed too",
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -783,7 +844,7 @@ impl Config {
         if !self.probe.metrics_path.starts_with('/') {
             return Err(invalid("probe.metrics_path", "must start with '/'"));
         }
-        Ok(())
+        self.admin.validate()
     }
 
     /// The Bull-and-Bear settings, validated (errors name the `[balance]` key).
@@ -1053,6 +1114,7 @@ impl Config {
             drain_timeout: p.drain_timeout,
             first_message_timeout: p.first_message_timeout,
             max_associations: p.max_associations,
+            allow: p.allow.clone(),
         }
     }
 
@@ -1219,5 +1281,60 @@ mod tests {
                 .unwrap();
         assert_eq!(c.backends()[0].metrics, None);
         assert!(c.prober().unwrap().is_none());
+    }
+
+    #[test]
+    fn admin_security_and_allow_list_keys_are_named() {
+        let base = "[[backends]]\nname='a'\naddr='127.0.0.1:36421'\n";
+        let parse = |admin: &str| Config::parse(&format!("[admin]\n{admin}\n{base}"));
+        // Loopback binds need no token; anything else does.
+        for ok in [
+            "listen = '127.0.0.1:9090'",
+            "listen = '127.3.0.1:9090'",
+            "listen = '[::1]:9090'",
+            "listen = '0.0.0.0:9090'\ntoken_env = 'E2LB_ADMIN_TOKEN'",
+            "listen = '[::]:9090'\ntoken_file = '/run/secrets/e2lb'",
+            "tls_cert = 'c.pem'\ntls_key = 'k.pem'",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok}: {:?}", parse(ok).err());
+        }
+        for (bad, key, why) in [
+            ("listen = '0.0.0.0:9090'", "admin.listen", "bearer token"),
+            ("listen = '[::]:9090'", "admin.listen", "bearer token"),
+            ("listen = '10.1.2.3:9090'", "admin.listen", "bearer token"),
+            (
+                "token_file = 'f'\ntoken_env = 'E'",
+                "admin.token_env",
+                "not both",
+            ),
+            ("tls_cert = 'c.pem'", "admin.tls_key", "private key"),
+            ("tls_key = 'k.pem'", "admin.tls_cert", "certificate"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("`{key}`")) && e.contains(why),
+                "{bad}: {e}"
+            );
+        }
+        let c =
+            parse("listen = '0.0.0.0:1'\ntoken_env = 'X'\ntls_cert = 'c'\ntls_key = 'k'").unwrap();
+        assert_eq!(c.admin.token_source(), Some(TokenSource::Env("X".into())));
+        assert_eq!(c.admin.tls_files(), Some((Path::new("c"), Path::new("k"))));
+        assert_eq!(Config::embedded().unwrap().admin.token_source(), None);
+
+        let c = Config::parse(&format!(
+            "[proxy]\nallow = ['10.0.0.0/8', '::1/128', '192.0.2.1']\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(c.proxy().allow.nets().len(), 3);
+        assert!(c.proxy().allow.permits("10.9.9.9".parse().unwrap()));
+        assert!(!c.proxy().allow.permits("192.0.2.2".parse().unwrap()));
+        assert!(Config::embedded().unwrap().proxy().allow.is_any());
+        let e = Config::parse(&format!(
+            "[proxy]\nallow = ['10.0.0.0/8', '10.0.0.0/40']\n{base}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("allow[1]") && e.contains("10.0.0.0/40"), "{e}");
     }
 }

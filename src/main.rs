@@ -317,7 +317,9 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 async move { s.cancelled().await },
             )));
         }
-        let admin_state = Arc::new(admin_state);
+        // The token (never logged) and TLS certificate; errors name the key.
+        let admin_state =
+            Arc::new(admin_state.with_security(admin::Security::from_config(&cfg.admin)?));
         let admin_listener = admin::bind(cfg.admin.listen).await.with_context(|| {
             format!(
                 "binding the admin address {} ([admin] listen)",

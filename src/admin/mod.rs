@@ -25,8 +25,17 @@
 //!   /api/v1/migrations`: the last plan and moves.
 //!
 //! Unknown paths are 404, known paths with another method 405.
+//!
+//! Access control ([`auth`], decision table there): `/metrics`, `/healthz`
+//! and `/readyz` are always open; the API needs `Authorization: Bearer
+//! <token>` for reads on a non-loopback bind and for every mutating request
+//! once a token is configured (401 with `WWW-Authenticate: Bearer` when
+//! missing, 403 when wrong). With `[admin] tls_cert`/`tls_key` the server
+//! speaks HTTPS only ([`tls`]).
 
 mod api;
+pub mod auth;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -39,8 +48,12 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
+
+use self::auth::{Access, Policy, Token, TokenSource, Verdict};
 
 use crate::balance::live::LiveBalancer;
 use crate::balance::Pool;
@@ -62,6 +75,65 @@ pub struct AdminState {
     pub scale: Option<Arc<ScaleControl>>,
     /// The migration planner and executor (`/api/v1/plan`, `/api/v1/migrations`).
     pub migrate: Option<Arc<crate::migrate::Executor>>,
+    /// Bearer token and TLS (none by default: plain HTTP, no token).
+    pub security: Security,
+    /// Requests refused by access control, by reason (missing, wrong, forbidden).
+    auth_refusals: prometheus::IntCounterVec,
+}
+
+/// Token and TLS of the admin server (`[admin] token_file`/`token_env`,
+/// `tls_cert`/`tls_key`).
+#[derive(Clone, Default)]
+pub struct Security {
+    pub token: Option<Token>,
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// The admin token or certificate cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecurityError {
+    #[error(transparent)]
+    Token(#[from] auth::TokenError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+impl Security {
+    /// Load what `[admin]` names (the section is validated already). Logs
+    /// where a token comes from, never the token.
+    pub fn from_config(section: &crate::config::AdminSection) -> Result<Self, SecurityError> {
+        let token = match section.token_source() {
+            Some(src) => {
+                let t = src.load()?;
+                info!(source = %src.describe(), "admin API: bearer token configured");
+                Some(t)
+            }
+            None => None,
+        };
+        let tls = match section.tls_files() {
+            Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+            None => None,
+        };
+        Ok(Security { token, tls })
+    }
+
+    /// A token from its secret (tests and embedders).
+    pub fn with_token(mut self, source: &TokenSource) -> Result<Self, SecurityError> {
+        self.token = Some(source.load()?);
+        Ok(self)
+    }
+}
+
+fn refusal_counter() -> prometheus::IntCounterVec {
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "e2lb_admin_auth_refusals_total",
+            "admin requests refused by access control, by reason (missing, wrong, forbidden)",
+        ),
+        &["reason"],
+    )
+    .expect("static metric options are valid")
 }
 
 impl AdminState {
@@ -80,7 +152,22 @@ impl AdminState {
             default_metrics: None,
             scale: None,
             migrate: None,
+            security: Security::default(),
+            auth_refusals: refusal_counter(),
         }
+    }
+
+    /// Serve with this token and TLS configuration.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        if let Err(e) = self
+            .metrics
+            .registry
+            .register(Box::new(self.auth_refusals.clone()))
+        {
+            debug!(error = %e, "admin refusal counter not registered");
+        }
+        self
     }
 
     /// Serves the plan and migration endpoints from this executor.
@@ -134,7 +221,49 @@ pub(crate) fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response
     json(status, &serde_json::json!({ "error": msg.to_string() }))
 }
 
-async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// The answer to a request refused by access control (never echoes a token).
+fn refuse(
+    state: &AdminState,
+    verdict: Verdict,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let (reason, status, msg) = match verdict {
+        Verdict::Missing => (
+            "missing",
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required (Authorization: Bearer <token>)",
+        ),
+        Verdict::Wrong => ("wrong", StatusCode::FORBIDDEN, "wrong bearer token"),
+        Verdict::Forbidden | Verdict::Allow => (
+            "forbidden",
+            StatusCode::FORBIDDEN,
+            "this admin server is not bound to loopback and has no token \
+             ([admin] token_file or token_env): only /metrics, /healthz and /readyz are served",
+        ),
+    };
+    state.auth_refusals.with_label_values(&[reason]).inc();
+    warn!(%peer, method = %req.method(), path = req.uri().path(), reason, "admin request refused");
+    let mut r = error(status, msg);
+    if verdict == Verdict::Missing {
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer realm=\"e2lb-admin\""),
+        );
+    }
+    r
+}
+
+async fn route(
+    state: &AdminState,
+    policy: &Policy,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let verdict = policy.check(Access::of(req.method(), req.uri().path()), req.headers());
+    if verdict != Verdict::Allow {
+        return refuse(state, verdict, peer, &req);
+    }
     let path = req.uri().path().to_owned();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/metrics") => reply(
@@ -166,14 +295,31 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serve HTTP/1.1 on `listener` until `shutdown` completes.
+/// Time a client has to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serve HTTP/1.1 (HTTPS when `state.security.tls` is set) on `listener`
+/// until `shutdown` completes. Access control follows the bind address:
+/// see [`auth`].
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let loopback = listener
+        .local_addr()
+        .is_ok_and(|a| auth::is_loopback(a.ip()));
+    let policy = Arc::new(Policy {
+        loopback,
+        token: state.security.token.clone(),
+    });
+    let tls = state.security.tls.clone();
     if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "admin HTTP serving /metrics /healthz /readyz /api/v1");
+        info!(%addr, tls = tls.is_some(), token = policy.token.is_some(), loopback,
+              "admin HTTP serving /metrics /healthz /readyz /api/v1");
+        if !loopback && policy.token.is_none() {
+            warn!(%addr, "admin API bound to a non-loopback address without a token: only /metrics, /healthz and /readyz are served");
+        }
     }
     tokio::pin!(shutdown);
     loop {
@@ -189,17 +335,37 @@ pub async fn serve(
             },
         };
         let state = state.clone();
+        let policy = policy.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                debug!(%peer, error = %e, "admin connection ended with an error");
+            match tls {
+                None => serve_connection(stream, state, policy, peer).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(s)) => serve_connection(s, state, policy, peer).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "admin TLS handshake failed"),
+                        Err(_) => debug!(%peer, "admin TLS handshake timed out"),
+                    }
+                }
             }
         });
+    }
+}
+
+async fn serve_connection<I>(io: I, state: Arc<AdminState>, policy: Arc<Policy>, peer: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        let policy = policy.clone();
+        async move { Ok::<_, Infallible>(route(&state, &policy, peer, req).await) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), svc)
+        .await
+    {
+        debug!(%peer, error = %e, "admin connection ended with an error");
     }
 }

@@ -7,10 +7,15 @@
 //! is full (so back-pressure reaches the sender's SCTP window), and feeds the
 //! session the clock.
 //!
+//! A node whose source address is outside `[proxy] allow` ([`AllowList`]) is
+//! refused at accept, before anything is read from it, and counted
+//! (`e2lb_association_closes_total{reason="not_allowed"}`).
+//!
 //! Shutdown is injected (mini-redis style): when the `shutdown` future
 //! completes, the listener stops, every association closes gracefully after
 //! flushing what it holds, and `serve` returns once all of them are done.
 
+pub mod allow;
 mod assoc;
 pub mod metrics;
 pub mod table;
@@ -27,6 +32,7 @@ use crate::balance::live::{BalanceSettings, LiveBalancer, LiveError};
 use crate::balance::Pool;
 use crate::session::SessionConfig;
 use crate::transport::{Association, Connector, Listener};
+pub use allow::AllowList;
 pub use metrics::Metrics;
 pub use table::AssocTable;
 
@@ -44,6 +50,8 @@ pub struct ProxyConfig {
     pub first_message_timeout: Duration,
     /// Most E2 node associations served at once (more are refused on accept).
     pub max_associations: usize,
+    /// Source networks nodes may connect from (others are refused on accept).
+    pub allow: AllowList,
 }
 
 impl Default for ProxyConfig {
@@ -55,6 +63,7 @@ impl Default for ProxyConfig {
             drain_timeout: Duration::from_secs(5),
             first_message_timeout: Duration::from_secs(30),
             max_associations: 10_000,
+            allow: AllowList::any(),
         }
     }
 }
@@ -125,12 +134,23 @@ pub async fn serve<L, C>(
     let cancel = CancellationToken::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(shared.config.max_associations));
     info!(listen = %listener.local_addr(), backends = shared.pool.len(), "e2lb proxy serving");
+    if !shared.config.allow.is_any() {
+        info!(allow = ?shared.config.allow.nets(), "E2 node sources restricted to proxy.allow");
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             res = listener.accept() => match res {
                 Ok(node) => {
+                    let peer = node.info().peer;
+                    if !shared.config.allow.permits(peer.ip()) {
+                        // Refused before anything is read from it.
+                        warn!(%peer, "association refused: source not in proxy.allow");
+                        shared.metrics.closes.with_label_values(&["not_allowed"]).inc();
+                        drop(node);
+                        continue;
+                    }
                     let Ok(permit) = limit.clone().try_acquire_owned() else {
                         warn!(peer = %node.info().peer, max = shared.config.max_associations,
                               "association refused: maximum associations reached");
