@@ -4,13 +4,16 @@
 //!    with the fewest (then lightest) units first, so the moves stay few. A
 //!    backend is switched off when everything displaced so far still packs
 //!    into the kept backends that accept units (a capacity sum rules most
-//!    failures out before packing). Two orders are tried (by unit count and
-//!    by CPU) and the better result kept: more backends off, then fewer moves.
+//!    failures out before packing). Three orders are tried (by unit count, by
+//!    unit CPU, smallest capacity first) and the best result kept: more
+//!    backends off, then fewer moves.
 //! 2. **Where displaced units go.** First-fit-decreasing with best fit: the
 //!    heaviest displaced unit first, onto the kept backend it leaves the least
 //!    headroom on, never above the ceiling. A unit that fits nowhere may make
 //!    room: one unit on some kept backend moves to a third backend (a
-//!    `MakeRoom` move, which costs far less than keeping a backend on).
+//!    `MakeRoom` move, which costs far less than keeping a backend on). When
+//!    that still fails, every unit is packed afresh first-fit-decreasing and
+//!    then sent back home wherever its home has room.
 //! 3. **Fewer moves.** Swap one switched-off backend for a kept removable one
 //!    hosting fewer units whenever the displaced units still pack.
 //! 4. **Even load.** Units that move anyway are moved between kept targets
@@ -201,7 +204,54 @@ fn try_off(inst: &Instance<'_>, off: &[bool]) -> Option<Packing> {
         return None;
     }
     let (p, unplaced) = pack(inst, off, true);
-    unplaced.is_empty().then_some(p)
+    if unplaced.is_empty() {
+        return Some(p);
+    }
+    repack(inst, off)
+}
+
+/// Fallback when keeping units at home leaves no room: first-fit-decreasing
+/// of every unit (a unit may still stay home when that is its best fit),
+/// then units return home where they fit. More moves, tighter packing.
+fn repack(inst: &Instance<'_>, off: &[bool]) -> Option<Packing> {
+    let mut p = Packing::empty(inst, off);
+    let mut order: Vec<usize> = (0..inst.nu()).collect();
+    order.sort_by(|&a, &b| inst.cpu[b].total_cmp(&inst.cpu[a]).then(a.cmp(&b)));
+    for &u in &order {
+        let c = inst.cpu[u];
+        let mut best: Option<(f64, usize)> = None;
+        for b in 0..inst.nb() {
+            let home = inst.home[u] == Some(b);
+            let ok = !p.off[b]
+                && (inst.accepts[b] || home)
+                && p.load[b] + c <= inst.limit[b].max(if home { inst.load0[b] } else { 0.0 }) + EPS;
+            if !ok {
+                continue;
+            }
+            let left = inst.limit[b] - p.load[b] - c;
+            if best.is_none_or(|(l, _)| left < l) {
+                best = Some((left, b));
+            }
+        }
+        p.put(inst, u, best?.1);
+    }
+    // Home again where there is room (largest first), which only removes moves.
+    for &u in &order {
+        if let Some(h) = inst.home[u] {
+            if p.assign[u] != Some(h) && !p.off[h] && p.load[h] + inst.cpu[u] <= inst.limit[h] + EPS
+            {
+                p.put(inst, u, h);
+            }
+        }
+    }
+    Some(p)
+}
+
+/// The first-fit-decreasing packing with `off` switched off, if everything
+/// fits: a starting point for the exact solver.
+pub(crate) fn packing_for(inst: &Instance<'_>, off: &[bool]) -> Option<Outcome> {
+    let (p, unplaced) = pack(inst, off, true);
+    (unplaced.is_empty() && p.assign.iter().all(Option::is_some)).then(|| p.into_outcome(None))
 }
 
 /// Moves a unit back home when its home is kept and has room, otherwise to the
@@ -266,16 +316,30 @@ fn switch_off(inst: &Instance<'_>, max_off: Option<usize>) -> Packing {
             .then(unit_cpu(a).total_cmp(&unit_cpu(b)))
             .then(a.cmp(&b))
     });
-    let mut by_cpu = cands;
+    let mut by_cpu = cands.clone();
     by_cpu.sort_by(|&a, &b| {
         unit_cpu(a)
             .total_cmp(&unit_cpu(b))
             .then(inst.members0[a].len().cmp(&inst.members0[b].len()))
             .then(a.cmp(&b))
     });
+    // Smallest first: with mixed capacities, keeping the big ones packs best.
+    let mut by_capacity = cands;
+    by_capacity.sort_by(|&a, &b| {
+        inst.cap[a]
+            .total_cmp(&inst.cap[b])
+            .then(inst.members0[a].len().cmp(&inst.members0[b].len()))
+            .then(a.cmp(&b))
+    });
+    let mut orders = vec![by_count];
+    for o in [by_cpu, by_capacity] {
+        if !orders.contains(&o) {
+            orders.push(o);
+        }
+    }
 
     let mut best: Option<Packing> = None;
-    for order in [by_count, by_cpu] {
+    for order in orders {
         let mut cur = start.clone();
         let mut off = vec![false; nb];
         for b in order {

@@ -20,13 +20,16 @@
 //! - [`exact`]: the MILP optimum for small instances, to measure the heuristic.
 //! - [`apportion`]: splits a backend's probed CPU among its associations.
 //! - [`diurnal`]: a day of hourly planning on the CORMO-RAN load model.
+//! - [`gen`]: seeded synthetic inputs for tests and benches.
 //!
 //! Layout: `model` (types, validation, turning a placement into a [`Plan`]),
 //! `heuristic`, `exact`, `waves` (wave scheduling), `diurnal`. See
 //! `docs/migrate/README.md` for the model's figures and measurements.
 
+mod chart;
 pub mod diurnal;
 mod exact;
+pub mod gen;
 mod heuristic;
 mod model;
 mod waves;
@@ -34,7 +37,9 @@ mod waves;
 #[cfg(test)]
 mod tests;
 
-pub use exact::{exact, ExactError, MAX_EXACT_VARS};
+pub use exact::{
+    exact, exact_with, ExactError, ExactOptions, ExactPlan, MAX_ENUMERATED, MAX_EXACT_VARS,
+};
 pub use model::{
     Move, MoveReason, Plan, PlanBackend, PlanInput, PlanUnit, PlannerConfig, PredictedLoad, Request,
 };

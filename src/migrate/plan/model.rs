@@ -360,7 +360,7 @@ pub(crate) fn finish(inst: &Instance<'_>, request: &Request, out: Outcome) -> Pl
         }
         let reason = match (home, request) {
             (None, _) => MoveReason::Place,
-            (Some(_), Request::Rebalance { .. }) => MoveReason::Rebalance,
+            (Some(_), Request::Rebalance { onto }) if inst.id(to) == *onto => MoveReason::Rebalance,
             (Some(h), Request::Consolidate) if out.off[h] => MoveReason::Consolidate,
             (Some(h), Request::Remove { .. } | Request::RemoveCount(_)) if out.off[h] => {
                 MoveReason::EmptyBackend
