@@ -62,6 +62,10 @@ enum Cmd {
         /// Write the summary as JSON to this file.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Write the report (markdown + PNG plots of CPU, associations and
+        /// replicas over time) into this directory ("" = none).
+        #[arg(long, default_value = "target/demo")]
+        report_dir: PathBuf,
     },
     /// Simulators (the load-test harness).
     Sim {
@@ -172,6 +176,7 @@ fn main() -> ExitCode {
             transport,
             no_admin,
             report,
+            report_dir,
         } => demo(
             DemoOptions {
                 duration,
@@ -179,6 +184,7 @@ fn main() -> ExitCode {
                 class,
                 transport,
                 admin: !no_admin,
+                report_dir: (!report_dir.as_os_str().is_empty()).then_some(report_dir),
             },
             report,
         ),

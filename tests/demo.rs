@@ -20,6 +20,7 @@ async fn demo_on_the_in_memory_transport_loses_nothing() {
         },
         transport: DemoTransport::Mem,
         admin: false,
+        report_dir: None,
     };
     let mut out = Vec::new();
     let s = demo::run(opts, &mut out).await.unwrap();
@@ -32,7 +33,12 @@ async fn demo_on_the_in_memory_transport_loses_nothing() {
     assert_eq!(s.lost, 0, "{text}");
     assert_eq!((s.gaps, s.duplicates, s.out_of_order), (0, 0, 0));
     // Every association is on some backend and the ones used got indications.
-    assert_eq!(s.backends.iter().map(|b| b.associations).sum::<u64>(), 12);
+    // A migrated association is seen by its old and its new RIC.
+    assert_eq!(
+        s.backends.iter().map(|b| b.associations).sum::<u64>(),
+        12 + s.migrated,
+        "{text}"
+    );
     let used = s.backends.iter().filter(|b| b.associations > 0).count();
     assert!(used >= 3, "{text}");
     for b in s.backends.iter().filter(|b| b.associations > 0) {
@@ -46,6 +52,10 @@ async fn demo_on_the_in_memory_transport_loses_nothing() {
     assert_eq!(s.second_wave, 3, "{text}");
     assert_eq!(s.second_wave_on_added, 3, "{text}");
     assert_eq!(s.scaled_down, ["ric-auto-1"], "{text}");
+    // Removed with its nodes still connected: they were migrated live.
+    assert_eq!(s.migrated, 3, "{text}");
+    assert_eq!((s.migrations_failed, s.reconnects), (0, 0), "{text}");
+    assert!(text.contains("the load falls"), "{text}");
     assert!(text.contains("scaler scale_up: cpu_high"), "{text}");
     assert!(text.contains("scaler scale_down: cpu_low"), "{text}");
     assert!(text.contains("lost 0"));
@@ -58,16 +68,19 @@ fn demo_binary_over_kernel_sctp() {
         return;
     }
     let report = std::env::temp_dir().join(format!("e2lb-demo-test-{}.json", std::process::id()));
+    let report_dir = std::env::temp_dir().join(format!("e2lb-demo-report-{}", std::process::id()));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_e2lb"))
         .args([
             "demo",
             "--duration",
-            "10s",
+            "20s",
             "--nodes",
             "30",
             "--no-admin",
-            "--report",
+            "--report-dir",
         ])
+        .arg(&report_dir)
+        .arg("--report")
         .arg(&report)
         .output()
         .unwrap();
@@ -91,5 +104,15 @@ fn demo_binary_over_kernel_sctp() {
         "{stdout}"
     );
     assert!(s["received"].as_u64().unwrap() > 1000, "{stdout}");
+    assert!(s["migrated"].as_u64().unwrap() >= 1, "{stdout}");
+    assert_eq!(s["migrations_failed"], 0, "{stdout}");
+    assert_eq!(s["reconnects"], 0, "{stdout}");
+    for f in ["report.md", "cpu.png", "associations.png", "replicas.png"] {
+        let meta = std::fs::metadata(report_dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(meta.len() > 100, "{f} is empty");
+    }
+    let md = std::fs::read_to_string(report_dir.join("report.md")).unwrap();
+    assert!(md.contains("moved ric-auto-1 ->"), "{md}");
+    let _ = std::fs::remove_dir_all(&report_dir);
     assert!(stdout.contains("messages sent by the nodes"), "{stdout}");
 }

@@ -149,6 +149,13 @@ pub enum RateProfile {
         min: f64,
         max: f64,
     },
+    /// `before` until `at` into the run, `after` from then on (load that
+    /// falls, or rises, at once).
+    Step {
+        at: Duration,
+        before: f64,
+        after: f64,
+    },
 }
 
 impl RateProfile {
@@ -171,6 +178,13 @@ impl RateProfile {
                     let phase = elapsed.as_secs_f64() / period.as_secs_f64();
                     let wave = (1.0 - (std::f64::consts::TAU * phase).cos()) / 2.0;
                     min + (max - min) * wave
+                }
+            }
+            RateProfile::Step { at, before, after } => {
+                if elapsed < at {
+                    before
+                } else {
+                    after
                 }
             }
         };
@@ -244,6 +258,11 @@ impl RateProfile {
                 field: "profile.diurnal",
                 bound: "finite and >= 0",
             }),
+            RateProfile::Step { before, after, .. } if ok(before) && ok(after) => Ok(()),
+            RateProfile::Step { .. } => Err(TrafficError::Range {
+                field: "profile.step",
+                bound: "finite and >= 0",
+            }),
         }
     }
 }
@@ -275,12 +294,17 @@ impl fmt::Display for RateProfile {
                 "diurnal:{}:{min}:{max}",
                 humantime::format_duration(*period)
             ),
+            RateProfile::Step { at, before, after } => write!(
+                f,
+                "step:{}:{before}:{after}",
+                humantime::format_duration(*at)
+            ),
         }
     }
 }
 
 const PROFILE_FORMS: &str =
-    "constant, ramp:FROM:TO or diurnal:PERIOD:MIN:MAX (e.g. ramp:0.5:4, diurnal:60s:0.2:1)";
+    "constant, ramp:FROM:TO, diurnal:PERIOD:MIN:MAX or step:AT:BEFORE:AFTER (e.g. ramp:0.5:4, diurnal:60s:0.2:1, step:20s:1:0.1)";
 
 impl FromStr for RateProfile {
     type Err = TrafficError;
@@ -305,6 +329,11 @@ impl FromStr for RateProfile {
                     max: num(max)?,
                 }
             }
+            [kind, at, before, after] if kind.eq_ignore_ascii_case("step") => RateProfile::Step {
+                at: humantime::parse_duration(at.trim()).map_err(|_| syntax())?,
+                before: num(before)?,
+                after: num(after)?,
+            },
             _ => return Err(syntax()),
         };
         profile.validate()?;
@@ -507,7 +536,16 @@ mod tests {
                 max: 1.0
             })
         );
-        for p in ["constant", "ramp:0.5:4", "diurnal:1m:0.2:1"] {
+        let step: RateProfile = "step:20s:1:0.1".parse().unwrap();
+        assert_eq!(step.multiplier(S(19), S(60)), 1.0);
+        assert_eq!(step.multiplier(S(20), S(60)), 0.1);
+        assert!("step:20s:1:-1".parse::<RateProfile>().is_err());
+        for p in [
+            "constant",
+            "ramp:0.5:4",
+            "diurnal:1m:0.2:1",
+            "step:20s:1:0.1",
+        ] {
             let v: RateProfile = p.parse().unwrap_or_default();
             assert_eq!(v.to_string().parse::<RateProfile>(), Ok(v), "{p}");
         }

@@ -21,20 +21,30 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balance::{live, Backend, Pool};
 use crate::config::Config;
+use crate::proxy::table::MoveOutcome;
 use crate::proxy::{self, Metrics, Shared};
 use crate::scale::actuator::static_pool::StaticPool;
 use crate::scale::actuator::{Actuator, ActuatorError, Provisioned};
 use crate::scale::control::{self, ScaleControl};
 use crate::sim::{
-    run_nodes, run_ric, NodeLive, NodeReport, NodeSimConfig, RicLive, RicReport, RicSimConfig,
-    TrafficClass,
+    run_nodes, run_ric, NodeLive, NodeReport, NodeSimConfig, RateProfile, RicLive, RicReport,
+    RicSimConfig, TrafficClass,
 };
 use crate::transport::mem::MemNet;
 use crate::transport::sctp::{SctpConnector, SctpListener};
 use crate::transport::{Connector, Listener, Options};
 
+pub mod report;
+
 /// The rig script, embedded so `e2lb demo` can re-run itself under User-Mode Linux.
-pub const UML_RUN: &str = include_str!("../scripts/uml-run");
+pub const UML_RUN: &str = include_str!("../../scripts/uml-run");
+
+/// The load falls at this fraction of the run...
+const FALL_AT: f64 = 0.45;
+/// ... to this multiplier of the class's rate.
+const LOW_LOAD: f64 = 0.05;
+/// Longest the demo waits after `duration` for the scale-down and its migrations.
+const MAX_EPILOGUE: Duration = Duration::from_secs(30);
 
 /// Which transport the demo runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -54,6 +64,8 @@ pub struct DemoOptions {
     pub transport: DemoTransport,
     /// Serve the admin endpoints (from the configuration) during the run.
     pub admin: bool,
+    /// Write the report (markdown and PNG plots) into this directory.
+    pub report_dir: Option<std::path::PathBuf>,
 }
 
 /// What the demo measured.
@@ -80,6 +92,11 @@ pub struct DemoSummary {
     /// Second-wave nodes (arriving after the scale-up) placed on an added backend.
     pub second_wave: u32,
     pub second_wave_on_added: u64,
+    /// Associations moved live (scale-in), and moves that did not complete.
+    pub migrated: u64,
+    pub migrations_failed: u64,
+    /// Node association restarts (0: no node noticed anything).
+    pub reconnects: u64,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -406,6 +423,15 @@ async fn run_on<F: Fabric>(
     ));
     let balance = shared.balance.clone();
 
+    // Migrations: a backend the scaler removes is emptied live.
+    let executor = Arc::new(crate::migrate::Executor::new(
+        cfg.executor(),
+        shared.pool.clone(),
+        shared.balance.clone(),
+        shared.associations.clone(),
+        &metrics.registry,
+    )?);
+
     // The scaler, on a demo time scale, with RICs started in this process.
     let mut sim_rics: Option<Arc<SimRics<F>>> = None;
     let mut scaler: Option<Arc<ScaleControl>> = None;
@@ -432,19 +458,15 @@ async fn run_on<F: Fabric>(
         settings.policy.up_cooldown = Duration::from_secs(3);
         settings.policy.down_for = Duration::from_secs(4);
         settings.policy.down_cooldown = Duration::from_secs(4);
+        // After the fall the RICs' CPU is the load's 5 % of 90 % plus what
+        // handling the messages really costs on this machine (a few to ten
+        // percent): the demo counts 25 % as low.
+        settings.policy.down_cpu = 0.25;
         // The paper's literal rule: any RIC at 80 % CPU asks for another.
         settings.policy.room_cpu = 0.0;
-        // A backend the scaler removes is emptied by live migration.
-        let executor = Arc::new(crate::migrate::Executor::new(
-            cfg.executor(),
-            shared.pool.clone(),
-            shared.balance.clone(),
-            shared.associations.clone(),
-            &metrics.registry,
-        )?);
         let ctl = Arc::new(
             ScaleControl::new(settings, a.clone(), &metrics.registry)?.with_migrate(
-                executor,
+                executor.clone(),
                 cfg.migrate.on_scale_in,
                 cfg.migrate.rebalance_on_scale_up,
             ),
@@ -502,13 +524,22 @@ async fn run_on<F: Fabric>(
         None
     };
 
-    // The E2 nodes.
+    // The E2 nodes. Their load falls to a tenth at `fall_at`; they keep
+    // their associations (at the low rate) until the demo stops them, after
+    // `duration` and once the scaler has removed a backend (its associations
+    // migrated live).
+    let fall_at = opts.duration.mul_f64(FALL_AT);
     let node_live = NodeLive::new();
     let ncfg = NodeSimConfig {
         target: listen,
         nodes: opts.nodes,
         class: opts.class,
-        duration: opts.duration,
+        profile: RateProfile::Step {
+            at: fall_at,
+            before: 1.0,
+            after: LOW_LOAD,
+        },
+        duration: opts.duration + MAX_EPILOGUE + Duration::from_secs(30),
         drain: Duration::from_secs(2),
         connect_spread: Duration::from_millis(500),
         ..NodeSimConfig::default()
@@ -543,9 +574,11 @@ async fn run_on<F: Fabric>(
     tick.tick().await;
     let started = Instant::now();
     let mut rows_printed = 0usize;
+    let started_wall = std::time::SystemTime::now();
+    let mut timeline = report::Timeline::default();
     let mut added: Vec<String> = Vec::new();
     let mut node_report: Option<NodeReport> = None;
-    let mut scale_down_deadline: Option<Instant> = None;
+    let (mut fell, mut stopping) = (false, false);
     loop {
         tokio::select! {
             r = &mut nodes, if node_report.is_none() => {
@@ -568,10 +601,12 @@ async fn run_on<F: Fabric>(
                 nodes: wave2_nodes,
                 first_node_id: 1 + opts.nodes,
                 class: opts.class,
-                duration: opts
-                    .duration
-                    .saturating_sub(elapsed)
-                    .max(Duration::from_secs(1)),
+                profile: RateProfile::Step {
+                    at: fall_at.saturating_sub(elapsed),
+                    before: 1.0,
+                    after: LOW_LOAD,
+                },
+                duration: opts.duration + MAX_EPILOGUE + Duration::from_secs(30),
                 drain: Duration::from_secs(2),
                 connect_spread: Duration::from_millis(500),
                 ..NodeSimConfig::default()
@@ -582,6 +617,10 @@ async fn run_on<F: Fabric>(
                 elapsed.as_secs_f64(),
                 wave2_nodes
             )?;
+            timeline.event(
+                elapsed.as_secs_f64(),
+                format!("{wave2_nodes} more E2 nodes arrive"),
+            );
             rows_printed = 0;
             wave2 = Some(tokio::spawn(run_nodes(
                 fabric.connector(&topts),
@@ -589,16 +628,36 @@ async fn run_on<F: Fabric>(
                 wave2_live.clone(),
             )));
         }
+        if !fell && elapsed >= fall_at {
+            fell = true;
+            writeln!(
+                out,
+                "-- t={:.0}s: the load falls to {:.0} %",
+                elapsed.as_secs_f64(),
+                LOW_LOAD * 100.0
+            )?;
+            timeline.event(
+                elapsed.as_secs_f64(),
+                format!("the load falls to {:.0} %", LOW_LOAD * 100.0),
+            );
+            rows_printed = 0;
+        }
+        // After `duration`, the nodes stay until the scaler has removed the
+        // backend it added and its associations have moved (or at most
+        // MAX_EPILOGUE more).
+        if elapsed >= opts.duration && !stopping {
+            // A removed backend leaves the pool only once it is empty.
+            let scaled_down =
+                scaler.is_none() || (!added.is_empty() && shared.pool.len() <= configured);
+            if scaled_down || elapsed >= opts.duration + MAX_EPILOGUE {
+                stopping = true;
+                node_live.stop();
+                wave2_live.stop();
+            }
+        }
         let nodes_done = node_report.is_some() && wave2.as_ref().is_none_or(|w| w.is_finished());
         if nodes_done {
-            if scaler.is_none() {
-                break;
-            }
-            let deadline =
-                *scale_down_deadline.get_or_insert(Instant::now() + Duration::from_secs(40));
-            if shared.pool.len() <= configured || Instant::now() >= deadline {
-                break;
-            }
+            break;
         }
         // The table.
         let view = balance.view();
@@ -646,6 +705,21 @@ async fn run_on<F: Fabric>(
             ));
         }
         rows_printed = rows.len() + 2;
+        timeline.samples.push(report::Sample {
+            t_s: elapsed.as_secs_f64(),
+            replicas: shared.pool.len(),
+            bear: view.balancer.mode().as_str() == "bear",
+            backends: rows
+                .iter()
+                .map(|(name, _)| {
+                    (
+                        name.clone(),
+                        cpu_of(&view, &shared.pool, name),
+                        metrics.associations.with_label_values(&[name]).get(),
+                    )
+                })
+                .collect(),
+        });
         write!(out, "{table}")?;
         out.flush()?;
     }
@@ -660,6 +734,7 @@ async fn run_on<F: Fabric>(
 
     // Drain done inside run_nodes; stop the scaler and the proxy, then the RICs, and collect.
     let scale_records = scaler.as_ref().map(|c| c.records()).unwrap_or_default();
+    let moves = executor.records();
     stop_proxy.cancel();
     let _ = proxy_task.await;
     let _ = balance_task.await;
@@ -728,6 +803,15 @@ async fn run_on<F: Fabric>(
         scaled_down,
         second_wave: wave2_count,
         second_wave_on_added,
+        migrated: moves
+            .iter()
+            .filter(|m| matches!(m.outcome, MoveOutcome::Switched { .. }))
+            .count() as u64,
+        migrations_failed: moves
+            .iter()
+            .filter(|m| !matches!(m.outcome, MoveOutcome::Switched { .. }))
+            .count() as u64,
+        reconnects: node_report.reconnects + wave2_report.as_ref().map_or(0, |r| r.reconnects),
     };
     writeln!(out, "\n== summary")?;
     for r in scale_records.iter().filter(|r| {
@@ -755,6 +839,29 @@ async fn run_on<F: Fabric>(
             summary.scaled_down
         )?;
     }
+    if !moves.is_empty() {
+        let mut from: Vec<String> = moves
+            .iter()
+            .filter_map(|m| match &m.outcome {
+                MoveOutcome::Switched { from, .. } => Some(from.clone()),
+                _ => None,
+            })
+            .collect();
+        from.sort();
+        from.dedup();
+        let slowest = moves
+            .iter()
+            .filter_map(|m| match &m.outcome {
+                MoveOutcome::Switched { took_ms, .. } => Some(*took_ms),
+                _ => None,
+            })
+            .fold(0.0, f64::max);
+        writeln!(
+            out,
+            "  migrated {} associations live off {:?} (slowest move {:.0} ms), {} moves failed; node reconnects {}",
+            summary.migrated, from, slowest, summary.migrations_failed, summary.reconnects
+        )?;
+    }
     for b in &summary.backends {
         writeln!(
             out,
@@ -772,7 +879,69 @@ async fn run_on<F: Fabric>(
         "  messages sent by the nodes {}  received by the rics {}  lost {}  (gaps {}, duplicates {}, reordered {})",
         summary.sent, summary.received, summary.lost, summary.gaps, summary.duplicates, summary.out_of_order
     )?;
+    if let Some(dir) = &opts.report_dir {
+        let since = |at: std::time::SystemTime| {
+            at.duration_since(started_wall)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        for r in &scale_records {
+            let kind = r["decision"]["action"]["kind"].as_str().unwrap_or("none");
+            if kind == "none" {
+                continue;
+            }
+            let at = r["at"]
+                .as_str()
+                .and_then(|a| humantime::parse_rfc3339(a).ok())
+                .map_or(0.0, since);
+            timeline.event(
+                at,
+                format!(
+                    "scaler {kind} ({}): {} -> {} replicas, {}",
+                    r["decision"]["rule"].as_str().unwrap_or(""),
+                    r["decision"]["current"],
+                    r["decision"]["desired"],
+                    r["outcome"].as_str().unwrap_or("")
+                ),
+            );
+        }
+        for m in &moves {
+            let at = since(std::time::UNIX_EPOCH + Duration::from_millis(m.at_ms));
+            let what = match &m.outcome {
+                MoveOutcome::Switched {
+                    from,
+                    to,
+                    took_ms,
+                    adopted,
+                    ..
+                } => format!(
+                    "association {} ({}) moved {from} -> {to} in {took_ms:.0} ms, {adopted} subscriptions handed over",
+                    m.association,
+                    m.node.as_deref().unwrap_or("?")
+                ),
+                other => format!("association {} not moved: {other:?}", m.association),
+            };
+            timeline.event(at, what);
+        }
+        timeline
+            .events
+            .sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        match report::write(dir, &summary, &timeline) {
+            Ok(files) => {
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                writeln!(out, "  report: {}", names.join(", "))?;
+            }
+            Err(e) => writeln!(out, "  report not written: {e}")?,
+        }
+    }
     Ok(summary)
+}
+
+/// Fresh probed CPU (0..1) of one backend in the published view.
+fn cpu_of(view: &live::View, pool: &Pool, name: &str) -> Option<f64> {
+    let m = pool.find(name)?;
+    let snap = &view.snapshot;
+    let s = &snap.scores()[snap.index_of(m.id())?];
+    (s.cpu_source == crate::balance::load::CpuSource::Probed).then_some(s.cpu)
 }
 
 /// Where a simulated RIC serves the metrics URL its backend entry names.
