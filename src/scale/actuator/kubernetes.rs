@@ -67,7 +67,7 @@
 //!
 //! ## Permissions
 //!
-//! `docker/k8s/rbac.yaml`: `get`/`patch` on `deployments/scale` and
+//! `docker/k8s/base/rbac.yaml`: `get`/`patch` on `deployments/scale` and
 //! `statefulsets/scale`, `patch` on `pods`, `get`/`list`/`watch` on
 //! `endpointslices`, in the one namespace.
 
