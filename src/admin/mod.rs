@@ -99,6 +99,15 @@ pub enum SecurityError {
     Tls(#[from] tls::TlsError),
 }
 
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("token", &self.token)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
 impl Security {
     /// Load what `[admin]` names (the section is validated already). Logs
     /// where a token comes from, never the token.
