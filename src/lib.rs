@@ -9,6 +9,7 @@
 //! - [`scale`]: the scaler (pure policy) and its actuators.
 //! - [`migrate`]: the migration planner (pure) and the re-homing of live associations.
 //! - [`sim`]: E2 node and RIC simulators, the load-test harness.
+//! - [`top`]: `e2lb top`, a live terminal view of a running instance.
 //! - [`config`]: TOML configuration and its validation.
 
 pub mod admin;
@@ -23,4 +24,5 @@ pub mod proxy;
 pub mod scale;
 pub mod session;
 pub mod sim;
+pub mod top;
 pub mod transport;

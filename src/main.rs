@@ -74,6 +74,22 @@ enum Cmd {
     },
     /// Check a configuration file and print it as understood.
     CheckConfig { config: PathBuf },
+    /// Live view of a running e2lb from its admin API: backends, balancer,
+    /// scaler decisions, migrations.
+    Top {
+        /// Base URL of the admin API.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Environment variable holding the admin bearer token, if one is needed.
+        #[arg(long)]
+        token_env: Option<String>,
+        /// Refresh period.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Print one screen and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// E2AP tools.
     E2ap {
         #[command(subcommand)]
@@ -189,6 +205,12 @@ fn main() -> ExitCode {
             report,
         ),
         Cmd::Sim { cmd } => sim(cmd),
+        Cmd::Top {
+            admin,
+            token_env,
+            interval,
+            once,
+        } => top(admin, token_env, interval, once),
         Cmd::E2ap {
             cmd: E2apCmd::Decode { file },
         } => decode(file),
@@ -226,6 +248,26 @@ fn require_kernel_sctp() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn top(
+    admin: String,
+    token_env: Option<String>,
+    interval: Duration,
+    once: bool,
+) -> anyhow::Result<ExitCode> {
+    let token = match token_env {
+        Some(var) => Some(
+            std::env::var(&var)
+                .with_context(|| format!("--token-env {var}: the variable is not set"))?,
+        ),
+        None => None,
+    };
+    runtime()?.block_on(async move {
+        let mut out = std::io::stdout();
+        e2lb::top::run(&admin, token.as_deref(), interval, once, &mut out).await
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

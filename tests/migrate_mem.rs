@@ -388,6 +388,32 @@ async fn the_admin_api_plans_executes_and_moves_one_association() {
     assert_eq!(code, 200);
     let moves = v["moves"].as_array().map_or(0, Vec::len);
     assert!(moves > on1, "{moves} moves recorded");
+    // `e2lb top` shows the same from outside.
+    let top = tokio::process::Command::new(env!("CARGO_BIN_EXE_e2lb"))
+        .args(["top", "--once", "--admin", &format!("http://{at}")])
+        .output()
+        .await
+        .expect("e2lb top");
+    let screen = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{screen}{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    for want in [
+        "balancer BULL",
+        "ric-0",
+        "ric-1",
+        "ric-2",
+        "scaler off",
+        "switched",
+    ] {
+        assert!(screen.contains(want), "{want}: {screen}");
+    }
+    assert!(
+        screen.contains(&format!("migrations: {moves} recorded")),
+        "{screen}"
+    );
     let (nodes, rics) = st.finish().await;
     stop.cancel();
     server.await.expect("admin");

@@ -91,12 +91,22 @@ pub fn metrics_url(ip: std::net::IpAddr, port: u16, path: &str) -> String {
 
 /// GETs `url` and returns the body as text, all within `timeout`.
 pub async fn get(url: &Uri, timeout: Duration, max_body: usize) -> Result<String, ProbeError> {
-    tokio::time::timeout(timeout, get_inner(url, max_body))
+    get_with_token(url, timeout, max_body, None).await
+}
+
+/// [`get`] with an `Authorization: Bearer` header when `token` is given.
+pub async fn get_with_token(
+    url: &Uri,
+    timeout: Duration,
+    max_body: usize,
+    token: Option<&str>,
+) -> Result<String, ProbeError> {
+    tokio::time::timeout(timeout, get_inner(url, max_body, token))
         .await
         .map_err(|_| ProbeError::Timeout)?
 }
 
-async fn get_inner(url: &Uri, max_body: usize) -> Result<String, ProbeError> {
+async fn get_inner(url: &Uri, max_body: usize, token: Option<&str>) -> Result<String, ProbeError> {
     check_url(url)?;
     let authority = url
         .authority()
@@ -116,10 +126,14 @@ async fn get_inner(url: &Uri, max_body: usize) -> Result<String, ProbeError> {
         .await
         .map_err(|e| ProbeError::Http(Arc::new(e)))?;
     let path = url.path_and_query().map_or("/", |p| p.as_str());
-    let req = Request::get(path)
+    let mut req = Request::get(path)
         .header(hyper::header::HOST, authority.as_str())
         .header(hyper::header::USER_AGENT, "e2lb-probe")
-        .header(hyper::header::ACCEPT, "text/plain, application/json")
+        .header(hyper::header::ACCEPT, "text/plain, application/json");
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req
         .body(Empty::<Bytes>::new())
         .map_err(|_| ProbeError::InvalidUrl("bad request target"))?;
     let fetch = async move {
