@@ -10,7 +10,7 @@
 //! - [`migrate`]: the migration planner (pure) and the re-homing of live associations.
 //! - [`sim`]: E2 node and RIC simulators, the load-test harness.
 //! - [`top`]: `e2lb top`, a live terminal view of a running instance.
-//! - [`config`]: TOML configuration and its validation.
+//! - [`config`]: TOML configuration and its validation; [`reload`]: applying a new one while running.
 
 pub mod admin;
 pub mod balance;
@@ -21,6 +21,7 @@ pub mod leader;
 pub mod migrate;
 pub mod probe;
 pub mod proxy;
+pub mod reload;
 pub mod scale;
 pub mod session;
 pub mod sim;

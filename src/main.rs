@@ -277,7 +277,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let cfg = load_config(path)?;
+    let cfg = load_config(path.clone())?;
     init_tracing(&cfg.log.level);
     require_kernel_sctp()?;
     runtime()?.block_on(async move {
@@ -291,10 +291,12 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         )?);
         let stop = tokio_util::sync::CancellationToken::new();
         let balance_stop = stop.clone();
-        let balance_task = tokio::spawn(e2lb::balance::live::run(
+        // The prober can be replaced by a configuration reload.
+        let (probers, probers_rx) = tokio::sync::watch::channel(cfg.prober()?);
+        let balance_task = tokio::spawn(e2lb::balance::live::run_with(
             shared.balance.clone(),
             shared.pool.clone(),
-            cfg.prober()?,
+            probers_rx,
             async move { balance_stop.cancelled().await },
         ));
         let executor = Arc::new(e2lb::migrate::Executor::new(
@@ -314,6 +316,7 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .with_default_metrics(cfg.probe.metrics_port, cfg.probe.metrics_path.clone())
         .with_migrate(executor.clone());
         let mut scale_task = None;
+        let mut scale_control = None;
         if cfg.scale.enabled {
             let actuator = e2lb::scale::build_actuator(&cfg).await?;
             let control = Arc::new(
@@ -329,6 +332,7 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 ),
             );
             admin_state = admin_state.with_scale(control.clone());
+            scale_control = Some(control.clone());
             let leader = match cfg.leader()? {
                 // A single replica always leads (the sender lives in the task).
                 None => {
@@ -365,6 +369,39 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                 async move { s.cancelled().await },
             )));
         }
+        // SIGHUP and POST /api/v1/config/reload re-read the file.
+        let reloader = {
+            let proxy = shared.clone();
+            Arc::new(e2lb::reload::Reloader::new(
+                path,
+                cfg.clone(),
+                shared.pool.clone(),
+                shared.balance.clone(),
+                probers,
+                Box::new(move |c| proxy.reconfigure(c)),
+                executor.clone(),
+                scale_control,
+                &shared.metrics.registry,
+            )?)
+        };
+        admin_state = admin_state.with_reload(reloader.clone());
+        let hup_task = {
+            let stop = stop.clone();
+            let reloader = reloader.clone();
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = hup.recv() => {
+                            tracing::info!("SIGHUP: reloading the configuration");
+                            // The outcome is logged and counted by the reloader.
+                            let _ = reloader.reload();
+                        }
+                    }
+                }
+            })
+        };
         // The token (never logged) and TLS certificate; errors name the key.
         let admin_state =
             Arc::new(admin_state.with_security(admin::Security::from_config(&cfg.admin)?));
@@ -401,6 +438,7 @@ fn run_proxy(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         let _ = admin_task.await;
         let _ = balance_task.await;
         let _ = watch_task.await;
+        let _ = hup_task.await;
         if let Some(t) = scale_task {
             let _ = t.await;
         }

@@ -153,8 +153,33 @@ listen = "127.0.0.1:39090"
         );
     }
 
-    // SIGTERM: drains and exits 0.
+    // SIGHUP: the file is re-read; a backend added to it joins the pool.
     let pid = child.0.id() as libc::pid_t;
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[admin]",
+        "[[backends]]\nname = \"ric-c\"\naddr = \"127.0.2.3:39421\"\n[admin]",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let mut joined = false;
+    for _ in 0..50 {
+        if let Some((200, body)) = http_get(admin, "/api/v1/backends").await {
+            if body.contains("\"ric-c\"") {
+                joined = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(joined, "ric-c did not join after SIGHUP");
+    let (_, metrics) = http_get(admin, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("e2lb_config_reloads_total{outcome=\"applied\"} 1"),
+        "{metrics}"
+    );
+
+    // SIGTERM: drains and exits 0.
     // SAFETY: plain kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let mut exited = None;

@@ -41,6 +41,17 @@ pub(super) async fn route(state: &AdminState, req: Request<Incoming>) -> Resp {
         (&Method::POST, ["associations", id, "migrate"]) => migrate_one(state, id, req).await,
         (&Method::GET, ["plan"]) => plan(state, req.uri().query().unwrap_or("")),
         (&Method::POST, ["plan", "execute"]) => execute_plan(state, req).await,
+        (&Method::POST, ["config", "reload"]) => match state.reload.clone() {
+            Some(r) => match tokio::task::spawn_blocking(move || r.reload()).await {
+                Ok(Ok(report)) => reply_json(StatusCode::OK, &json!(report)),
+                Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            },
+            None => error(
+                StatusCode::NOT_FOUND,
+                "configuration reload is not available here",
+            ),
+        },
         (&Method::GET, ["migrations"]) => match &state.migrate {
             Some(x) => reply_json(
                 StatusCode::OK,
@@ -66,6 +77,7 @@ pub(super) async fn route(state: &AdminState, req: Request<Incoming>) -> Resp {
             | ["plan"]
             | ["plan", "execute"]
             | ["migrations"]
+            | ["config", "reload"]
             | ["balancer"]
             | ["scaler"],
         ) => error(

@@ -23,6 +23,9 @@
 //!   `POST /api/v1/plan/execute` plans and runs one; `POST
 //!   /api/v1/associations/{id}/migrate` moves one association; `GET
 //!   /api/v1/migrations`: the last plan and moves.
+//! - `POST /api/v1/config/reload`: re-read the configuration file (200 with
+//!   what was applied and what needs a restart; 400 with the precise error
+//!   when invalid, the running configuration kept).
 //!
 //! Unknown paths are 404, known paths with another method 405.
 //!
@@ -75,6 +78,8 @@ pub struct AdminState {
     pub scale: Option<Arc<ScaleControl>>,
     /// The migration planner and executor (`/api/v1/plan`, `/api/v1/migrations`).
     pub migrate: Option<Arc<crate::migrate::Executor>>,
+    /// Configuration reload (`POST /api/v1/config/reload`).
+    pub reload: Option<Arc<crate::reload::Reloader>>,
     /// Bearer token and TLS (none by default: plain HTTP, no token).
     pub security: Security,
     /// Requests refused by access control, by reason (missing, wrong, forbidden).
@@ -161,6 +166,7 @@ impl AdminState {
             default_metrics: None,
             scale: None,
             migrate: None,
+            reload: None,
             security: Security::default(),
             auth_refusals: refusal_counter(),
         }
@@ -176,6 +182,12 @@ impl AdminState {
         {
             debug!(error = %e, "admin refusal counter not registered");
         }
+        self
+    }
+
+    /// Serves `POST /api/v1/config/reload` with this reloader.
+    pub fn with_reload(mut self, reloader: Arc<crate::reload::Reloader>) -> Self {
+        self.reload = Some(reloader);
         self
     }
 

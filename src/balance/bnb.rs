@@ -277,6 +277,15 @@ impl Balancer {
         &self.model
     }
 
+    /// New model and configuration (a configuration reload), validated like
+    /// [`Balancer::new`]; the mode and its timers are kept.
+    pub fn reconfigure(&mut self, model: LoadModel, config: BnbConfig) -> Result<(), InvalidBnb> {
+        let checked = Balancer::new(model, config)?;
+        self.model = checked.model;
+        self.config = checked.config;
+        Ok(())
+    }
+
     pub fn config(&self) -> &BnbConfig {
         &self.config
     }

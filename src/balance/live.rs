@@ -130,7 +130,8 @@ struct Owner {
 /// The live balancer: one per instance, shared by the data path, the
 /// owner task and the admin API.
 pub struct LiveBalancer {
-    settings: BalanceSettings,
+    /// Swapped by [`LiveBalancer::reconfigure`].
+    settings: ArcSwap<BalanceSettings>,
     view: ArcSwap<View>,
     owner: Mutex<Owner>,
     decisions: Mutex<VecDeque<Decision>>,
@@ -159,7 +160,7 @@ impl LiveBalancer {
             last_scale_up: None,
         };
         Ok(LiveBalancer {
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             view: ArcSwap::from_pointee(view),
             owner: Mutex::new(Owner { balancer, book }),
             decisions: Mutex::new(VecDeque::new()),
@@ -176,8 +177,21 @@ impl LiveBalancer {
         self.nudge.notify_one();
     }
 
-    pub fn settings(&self) -> &BalanceSettings {
-        &self.settings
+    pub fn settings(&self) -> Arc<BalanceSettings> {
+        self.settings.load_full()
+    }
+
+    /// New settings (a configuration reload): validated, then the balancer's
+    /// model and Bull-and-Bear configuration change in place (its mode is
+    /// kept) and the rest is read from them on. The next publish uses them.
+    pub fn reconfigure(&self, settings: BalanceSettings) -> Result<(), LiveError> {
+        {
+            let mut o = self.owner.lock().map_err(|_| LiveError::Poisoned)?;
+            o.balancer.reconfigure(settings.model, settings.bnb)?;
+        }
+        self.settings.store(Arc::new(settings));
+        self.nudge();
+        Ok(())
     }
 
     pub fn metrics(&self) -> &BalanceMetrics {
@@ -203,11 +217,11 @@ impl LiveBalancer {
     }
 
     fn record(&self, d: Decision) {
-        if self.settings.decisions == 0 {
+        if self.settings.load().decisions == 0 {
             return;
         }
         if let Ok(mut q) = self.decisions.lock() {
-            while q.len() >= self.settings.decisions {
+            while q.len() >= self.settings.load().decisions {
                 q.pop_front();
             }
             q.push_back(d);
@@ -341,7 +355,10 @@ impl LiveBalancer {
                 }
             }
         }
-        for (id, change) in o.book.handle_round(round, self.settings.unhealthy_after) {
+        for (id, change) in o
+            .book
+            .handle_round(round, self.settings.load().unhealthy_after)
+        {
             let n = name(id);
             let (to, failures) = match change {
                 HealthChange::BecameUnhealthy { failures } => {
@@ -526,6 +543,8 @@ pub enum LiveError {
     Settings(#[from] InvalidBnb),
     #[error("registering balancer metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("the balancer's state lock is poisoned")]
+    Poisoned,
 }
 
 /// The balancer's inputs for every member: probe health and figures from the
@@ -570,25 +589,64 @@ pub fn targets(pool: &Pool) -> Vec<Target> {
         .collect()
 }
 
-/// The owner loop: probes (when a prober is given) on its tick, republishes
-/// on every round, membership change and `publish_interval`, until
-/// `shutdown` completes.
+/// Runs the balancer's owner loop until `shutdown`: probe rounds (from
+/// `prober`, if any), membership changes, nudges and the publish tick all
+/// lead to a new published view.
 pub async fn run(
     live: Arc<LiveBalancer>,
     pool: Arc<Pool>,
     prober: Option<Prober>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let (targets_tx, targets_rx) = watch::channel(targets(&pool));
+    let (_keep, probers) = watch::channel(prober);
+    run_with(live, pool, probers, shutdown).await
+}
+
+/// One running probe task and what feeds it its targets.
+struct Probing {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    targets: watch::Sender<Vec<Target>>,
+}
+
+impl Probing {
+    fn start(p: Option<Prober>, pool: &Pool, rounds: &mpsc::Sender<ProbeRound>) -> Option<Self> {
+        let p = p?;
+        let (targets, targets_rx) = watch::channel(targets(pool));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let s = stop.clone();
+        let task = tokio::spawn(crate::probe::run(
+            p,
+            targets_rx,
+            rounds.clone(),
+            async move { s.cancelled().await },
+        ));
+        Some(Probing {
+            stop,
+            task,
+            targets,
+        })
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// [`run`] with a prober that can be replaced while running (a
+/// configuration reload sends the new one; `None` stops probing).
+pub async fn run_with(
+    live: Arc<LiveBalancer>,
+    pool: Arc<Pool>,
+    mut probers: watch::Receiver<Option<Prober>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let (rounds_tx, mut rounds_rx) = mpsc::channel::<ProbeRound>(4);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let probe_task = prober.map(|p| {
-        let stop = stop.clone();
-        tokio::spawn(crate::probe::run(p, targets_rx, rounds_tx, async move {
-            stop.cancelled().await
-        }))
-    });
-    let mut tick = tokio::time::interval(live.settings.publish_interval);
+    let mut probing = Probing::start(probers.borrow_and_update().clone(), &pool, &rounds_tx);
+    let mut reloadable = true;
+    let mut period = live.settings.load().publish_interval;
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut version = pool.version();
     tokio::pin!(shutdown);
@@ -600,16 +658,33 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = changed => {}
             _ = live.nudge.notified() => {}
+            r = probers.changed(), if reloadable => match r {
+                Ok(()) => {
+                    if let Some(p) = probing.take() {
+                        p.stop().await;
+                    }
+                    probing = Probing::start(probers.borrow_and_update().clone(), &pool, &rounds_tx);
+                    info!(probing = probing.is_some(), "probe settings replaced");
+                }
+                Err(_) => reloadable = false,
+            },
         }
         let v = pool.version();
         if v != version {
             version = v;
-            targets_tx.send_replace(targets(&pool));
+            if let Some(p) = &probing {
+                p.targets.send_replace(targets(&pool));
+            }
         }
         live.publish(&pool, tokio::time::Instant::now().into_std());
+        let p = live.settings.load().publish_interval;
+        if p != period {
+            period = p;
+            tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
     }
-    stop.cancel();
-    if let Some(t) = probe_task {
-        let _ = t.await;
+    if let Some(p) = probing {
+        p.stop().await;
     }
 }

@@ -123,7 +123,8 @@ impl Metrics {
 
 /// Plans and runs migrations (module doc).
 pub struct Executor {
-    config: ExecutorConfig,
+    /// Swapped by [`Executor::reconfigure`].
+    config: arc_swap::ArcSwap<ExecutorConfig>,
     pool: Arc<Pool>,
     balance: Arc<LiveBalancer>,
     table: Arc<AssocTable>,
@@ -161,7 +162,7 @@ impl Executor {
     ) -> Result<Self, prometheus::Error> {
         Ok(Executor {
             metrics: Metrics::new(registry)?,
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
             pool,
             balance,
             table,
@@ -171,8 +172,15 @@ impl Executor {
         })
     }
 
-    pub fn config(&self) -> &ExecutorConfig {
-        &self.config
+    pub fn config(&self) -> Arc<ExecutorConfig> {
+        self.config.load_full()
+    }
+
+    /// New settings (a configuration reload), for plans and moves from now on.
+    pub fn reconfigure(&self, config: ExecutorConfig) -> Result<(), String> {
+        config.planner.check()?;
+        self.config.store(Arc::new(config));
+        Ok(())
     }
 
     /// The planner's view of the cluster now: backends with their probed CPU
@@ -226,7 +234,7 @@ impl Executor {
     /// Plan `request` now (not executed).
     pub fn plan(&self, request: &Request) -> Plan {
         let input = self.input(Instant::now());
-        let p = plan::plan(&input, request, &self.config.planner);
+        let p = plan::plan(&input, request, &self.config.load().planner);
         self.metrics
             .plans
             .with_label_values(&[
@@ -344,7 +352,8 @@ impl Executor {
             return None;
         }
         self.metrics.running.inc();
-        let outcome = match tokio::time::timeout(self.config.move_timeout, rx).await {
+        let move_timeout = self.config.load().move_timeout;
+        let outcome = match tokio::time::timeout(move_timeout, rx).await {
             Ok(Ok(o)) => Some(o),
             Ok(Err(_)) => None,
             Err(_) => Some(MoveOutcome::Aborted {
@@ -360,7 +369,7 @@ impl Executor {
         if let Some(o) = outcome.as_ref() {
             info!(association = id, node = ?record.node(), ?target, reason = reason.name(), wave, outcome = ?o, "move");
             if let Ok(mut r) = self.records.lock() {
-                if r.len() >= self.config.records.max(1) {
+                if r.len() >= self.config.load().records.max(1) {
                     r.pop_front();
                 }
                 r.push_back(MoveRecord {
@@ -381,16 +390,17 @@ impl Executor {
     /// Watch probe health until `shutdown`: a backend that turns unhealthy
     /// has its associations re-homed (once per flip).
     pub async fn watch(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        if !self.config.rehome_on_unhealthy {
-            return;
-        }
         let mut evacuated: HashSet<BackendId> = HashSet::new();
-        let mut tick = tokio::time::interval(self.config.watch_interval);
+        let mut tick = tokio::time::interval(self.config.load().watch_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+            }
+            if !self.config.load().rehome_on_unhealthy {
+                evacuated.clear();
+                continue;
             }
             let unhealthy: Vec<BackendId> = self
                 .balance

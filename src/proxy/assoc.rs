@@ -152,10 +152,11 @@ impl<N: Association, C: Connector> Driver<N, C> {
         cancel: CancellationToken,
         registered: Registered,
     ) -> Self {
-        let cap = shared.config.queue.max(1);
-        let first_deadline = Some(now() + shared.config.first_message_timeout);
+        let config = shared.config();
+        let cap = config.queue.max(1);
+        let first_deadline = Some(now() + config.first_message_timeout);
         Driver {
-            session: Session::new(shared.config.session.clone()),
+            session: Session::new(config.session.clone()),
             node: Leg::new(node, cap),
             legs: Vec::with_capacity(2),
             connecting: None,
@@ -327,7 +328,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
             if let Some((attached, mut leg)) = self.take_leg(current) {
                 let unsent: Vec<Message> = leg.queue.drain(..).collect();
                 self.set_record_backend(None);
-                let timeout = self.shared.config.drain_timeout;
+                let timeout = self.shared.config().drain_timeout;
                 tokio::spawn(async move {
                     let _held = attached;
                     let _ = tokio::time::timeout(timeout, leg.assoc.shutdown()).await;
@@ -546,7 +547,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 debug!(reason = reason.name(), "closing association");
                 m.closes.with_label_values(&[reason.name()]).inc();
                 let why = format!("the association closed ({})", reason.name());
-                self.closing = Some((reason, now() + self.shared.config.drain_timeout));
+                self.closing = Some((reason, now() + self.shared.config().drain_timeout));
                 self.answer(MoveOutcome::Aborted { reason: why });
             }
             Event::BackendLost { backend } => {
@@ -691,7 +692,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
     /// Close leg `id` gracefully (after what is queued for it is sent).
     fn close_leg(&mut self, id: BackendId) {
         if let Some((attached, mut leg)) = self.take_leg(id) {
-            let timeout = self.shared.config.drain_timeout;
+            let timeout = self.shared.config().drain_timeout;
             tokio::spawn(async move {
                 let _held = attached;
                 if !leg.eof {
@@ -774,7 +775,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
 
     /// Close both legs gracefully.
     async fn finish(&mut self) {
-        let timeout = self.shared.config.drain_timeout;
+        let timeout = self.shared.config().drain_timeout;
         for b in self.legs.iter_mut() {
             if !b.leg.eof {
                 let _ = tokio::time::timeout(timeout, b.leg.assoc.shutdown()).await;
@@ -825,7 +826,7 @@ async fn connect_to<C: Connector>(
     })?;
     let (name, addr) = (m.name().to_owned(), m.backend.addr);
     match tokio::time::timeout(
-        shared.config.connect_timeout,
+        shared.config().connect_timeout,
         shared.connector.connect(addr),
     )
     .await
@@ -883,7 +884,7 @@ async fn connect_some<C: Connector>(
         let (name, addr) = (m.name().to_owned(), m.backend.addr);
         shared.metrics.picks.with_label_values(&[&name]).inc();
         match tokio::time::timeout(
-            shared.config.connect_timeout,
+            shared.config().connect_timeout,
             shared.connector.connect(addr),
         )
         .await

@@ -70,7 +70,8 @@ impl Default for ProxyConfig {
 
 /// What every association task shares (read-only or internally synchronised).
 pub struct Shared<C> {
-    pub config: ProxyConfig,
+    /// Swapped on a configuration reload; each association reads it once, when it starts.
+    config: arc_swap::ArcSwap<ProxyConfig>,
     pub pool: Arc<Pool>,
     /// Picks backends for new associations (Bull-and-Bear).
     pub balance: Arc<LiveBalancer>,
@@ -80,6 +81,16 @@ pub struct Shared<C> {
 }
 
 impl<C> Shared<C> {
+    /// The proxy settings new associations use.
+    pub fn config(&self) -> Arc<ProxyConfig> {
+        self.config.load_full()
+    }
+
+    /// Settings for associations accepted from now on (a configuration reload).
+    pub fn reconfigure(&self, config: ProxyConfig) {
+        self.config.store(Arc::new(config));
+    }
+
     /// Shared state with the default balancer settings (no probes: the
     /// balancer runs on local counters until its owner task publishes).
     pub fn new(
@@ -111,7 +122,7 @@ impl<C> Shared<C> {
             std::time::Instant::now(),
         )?);
         Ok(Shared {
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
             pool,
             balance,
             connector,
@@ -132,10 +143,12 @@ pub async fn serve<L, C>(
 {
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
-    let limit = Arc::new(tokio::sync::Semaphore::new(shared.config.max_associations));
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        shared.config().max_associations,
+    ));
     info!(listen = %listener.local_addr(), backends = shared.pool.len(), "e2lb proxy serving");
-    if !shared.config.allow.is_any() {
-        info!(allow = ?shared.config.allow.nets(), "E2 node sources restricted to proxy.allow");
+    if !shared.config().allow.is_any() {
+        info!(allow = ?shared.config().allow.nets(), "E2 node sources restricted to proxy.allow");
     }
     tokio::pin!(shutdown);
     loop {
@@ -144,7 +157,7 @@ pub async fn serve<L, C>(
             res = listener.accept() => match res {
                 Ok(node) => {
                     let peer = node.info().peer;
-                    if !shared.config.allow.permits(peer.ip()) {
+                    if !shared.config().allow.permits(peer.ip()) {
                         // Refused before anything is read from it.
                         warn!(%peer, "association refused: source not in proxy.allow");
                         shared.metrics.closes.with_label_values(&["not_allowed"]).inc();
@@ -152,7 +165,7 @@ pub async fn serve<L, C>(
                         continue;
                     }
                     let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        warn!(peer = %node.info().peer, max = shared.config.max_associations,
+                        warn!(peer = %node.info().peer, max = shared.config().max_associations,
                               "association refused: maximum associations reached");
                         shared.metrics.closes.with_label_values(&["admission_limit"]).inc();
                         drop(node);

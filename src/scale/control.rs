@@ -159,7 +159,8 @@ struct Inner {
 
 /// One scaler per instance. See the module doc.
 pub struct ScaleControl {
-    settings: ScaleSettings,
+    /// Swapped by [`ScaleControl::reconfigure`].
+    settings: arc_swap::ArcSwap<ScaleSettings>,
     actuator: Arc<dyn Actuator>,
     migrate: Option<Migrate>,
     inner: Mutex<Inner>,
@@ -212,7 +213,7 @@ impl ScaleControl {
                 desired: 0,
             }),
             records: Mutex::new(VecDeque::new()),
-            settings,
+            settings: arc_swap::ArcSwap::from_pointee(settings),
             actuator,
             migrate: None,
             metrics,
@@ -235,8 +236,17 @@ impl ScaleControl {
         self
     }
 
-    pub fn settings(&self) -> &ScaleSettings {
-        &self.settings
+    pub fn settings(&self) -> Arc<ScaleSettings> {
+        self.settings.load_full()
+    }
+
+    /// New settings (a configuration reload): the policy is validated and
+    /// replaced in place (its timers carry on); the tick and the rest apply
+    /// from the next tick. The actuator is not changed here.
+    pub fn reconfigure(&self, settings: ScaleSettings) -> Result<(), InvalidScaler> {
+        self.lock().scaler.reconfigure(settings.policy.clone())?;
+        self.settings.store(Arc::new(settings));
+        Ok(())
     }
 
     pub fn actuator_kind(&self) -> &'static str {
@@ -248,11 +258,11 @@ impl ScaleControl {
     }
 
     fn record(&self, v: Value) {
-        if self.settings.records == 0 {
+        if self.settings.load().records == 0 {
             return;
         }
         if let Ok(mut q) = self.records.lock() {
-            while q.len() >= self.settings.records {
+            while q.len() >= self.settings.load().records {
                 q.pop_front();
             }
             q.push_back(v);
@@ -285,7 +295,7 @@ impl ScaleControl {
             })).collect::<Vec<_>>(),
             "lambda_per_s": i.lambda,
             "config": i.scaler.config(),
-            "tick_s": self.settings.tick.as_secs_f64(),
+            "tick_s": self.settings.load().tick.as_secs_f64(),
             "decisions": self.records(),
         })
     }
@@ -293,6 +303,7 @@ impl ScaleControl {
     fn metrics_url(&self, p: &Provisioned) -> Option<String> {
         p.metrics.clone().or_else(|| {
             self.settings
+                .load()
                 .default_metrics
                 .as_ref()
                 .map(|(port, path)| crate::probe::http::metrics_url(p.addr.ip(), *port, path))
@@ -527,9 +538,9 @@ impl ScaleControl {
                     let mut i = self.lock();
                     i.scaler.actuated(now, &d.action);
                     i.pending_target = d.desired;
-                    i.pending_until = Some(now + self.settings.start_timeout);
+                    i.pending_until = Some(now + self.settings.load().start_timeout);
                     i.retry_at = None;
-                    i.backoff = self.settings.retry_min;
+                    i.backoff = self.settings.load().retry_min;
                     format!(
                         "applied: {} asked for {add} more ({} in total)",
                         self.actuator.kind(),
@@ -634,7 +645,7 @@ impl ScaleControl {
         let mut i = self.lock();
         let b = i.backoff;
         i.retry_at = Some(now + b);
-        i.backoff = (b * 2).min(self.settings.retry_max);
+        i.backoff = (b * 2).min(self.settings.load().retry_max);
     }
 
     /// Removes drained backends whose last association is gone.
@@ -687,7 +698,7 @@ impl ScaleControl {
                     i.managed.remove(name);
                 }
                 i.retry_at = None;
-                i.backoff = self.settings.retry_min;
+                i.backoff = self.settings.load().retry_min;
             }
             Err(e) => {
                 self.failed("scale_down", &e);
@@ -714,10 +725,12 @@ pub async fn run(
     leader: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut tick = tokio::time::interval(control.settings.tick);
+    let settings = control.settings();
+    let mut period = settings.tick;
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    info!(actuator = control.actuator.kind(), tick = ?control.settings.tick,
-          min = control.settings.policy.min_replicas, max = control.settings.policy.max_replicas,
+    info!(actuator = control.actuator.kind(), tick = ?period,
+          min = settings.policy.min_replicas, max = settings.policy.max_replicas,
           "scaler running");
     tokio::pin!(shutdown);
     loop {
@@ -730,6 +743,12 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = control.tick(&pool, &live, &proxy, is_leader, now) => {}
+        }
+        let p = control.settings.load().tick;
+        if p != period {
+            period = p;
+            tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
     }
 }

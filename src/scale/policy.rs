@@ -470,6 +470,18 @@ fn within(since: Option<Instant>, now: Instant, window: Duration) -> bool {
 
 impl Scaler {
     /// Validates the config.
+    /// New policy settings (a configuration reload), validated like
+    /// [`Scaler::new`]. The low-CPU and over-latency timers and the cooldowns
+    /// carry on; the PID restarts when its gains or set point changed.
+    pub fn reconfigure(&mut self, config: ScalerConfig) -> Result<(), InvalidScaler> {
+        config.validate()?;
+        if config.pid != self.config.pid || config.latency_max != self.config.latency_max {
+            self.pid = Pid::new(config.pid, config.latency_max);
+        }
+        self.config = config;
+        Ok(())
+    }
+
     pub fn new(config: ScalerConfig) -> Result<Scaler, InvalidScaler> {
         config.validate()?;
         let pid = Pid::new(config.pid, config.latency_max);
