@@ -48,8 +48,8 @@ fn load_after(p: &Plan, id: u32) -> f64 {
 
 #[test]
 fn consolidate_switches_off_the_backend_with_fewest_units() {
-    // b0: 0.3 in 3 units, b1: 0.3 in 1 unit, b2: 0.2 in 2 units. Everything
-    // fits on two; emptying b1 costs one move.
+    // b0: 0.3 in 3 units, b1: 0.3 in 1 unit, b2: 0.2 in 2 units. All 0.8
+    // fits on one backend at the ceiling; keeping b0 (3 units) costs 3 moves.
     let input = cluster(
         3,
         &[(0, 0.1), (0, 0.1), (0, 0.1), (1, 0.3), (2, 0.1), (2, 0.1)],
@@ -57,7 +57,6 @@ fn consolidate_switches_off_the_backend_with_fewest_units() {
     let p = plan(&input, &Request::Consolidate, &cfg());
     assert!(p.feasible, "{:?}", p.infeasible_reason);
     assert_eq!(p.switched_off.len(), 2, "{p:#?}");
-    // Two backends go: 0.8 total fits on one at the ceiling... b0 keeps its 3.
     assert!(!p.switched_off.contains(&BackendId(0)));
     assert_eq!(p.moves.len(), 3);
     assert!(p.moves.iter().all(|m| m.reason == MoveReason::Consolidate));
