@@ -524,18 +524,19 @@ async fn run_on<F: Fabric>(
         None
     };
 
-    // The E2 nodes. Their load falls to a tenth at `fall_at`; they keep
+    // The E2 nodes. Their load falls to LOW_LOAD at `fall_at`; they keep
     // their associations (at the low rate) until the demo stops them, after
     // `duration` and once the scaler has removed a backend (its associations
     // migrated live).
     let fall_at = opts.duration.mul_f64(FALL_AT);
-    let node_live = NodeLive::new();
-    let ncfg = NodeSimConfig {
+    // `nodes` nodes from gNB-ID `first`, starting `elapsed` into the run.
+    let wave = |first: u32, nodes: u32, elapsed: Duration| NodeSimConfig {
         target: listen,
-        nodes: opts.nodes,
+        nodes,
+        first_node_id: first,
         class: opts.class,
         profile: RateProfile::Step {
-            at: fall_at,
+            at: fall_at.saturating_sub(elapsed),
             before: 1.0,
             after: LOW_LOAD,
         },
@@ -544,6 +545,8 @@ async fn run_on<F: Fabric>(
         connect_spread: Duration::from_millis(500),
         ..NodeSimConfig::default()
     };
+    let node_live = NodeLive::new();
+    let ncfg = wave(1, opts.nodes, Duration::ZERO);
     writeln!(
         out,
         "e2lb demo: {} RIC simulators, e2lb on {listen}, {} E2 nodes (class {:?}: {} B every {:?}), {:?} over {}",
@@ -596,21 +599,7 @@ async fn run_on<F: Fabric>(
             && node_report.is_none()
             && (shared.pool.len() > configured || elapsed >= opts.duration.mul_f64(0.8))
         {
-            let cfg2 = NodeSimConfig {
-                target: listen,
-                nodes: wave2_nodes,
-                first_node_id: 1 + opts.nodes,
-                class: opts.class,
-                profile: RateProfile::Step {
-                    at: fall_at.saturating_sub(elapsed),
-                    before: 1.0,
-                    after: LOW_LOAD,
-                },
-                duration: opts.duration + MAX_EPILOGUE + Duration::from_secs(30),
-                drain: Duration::from_secs(2),
-                connect_spread: Duration::from_millis(500),
-                ..NodeSimConfig::default()
-            };
+            let cfg2 = wave(1 + opts.nodes, wave2_nodes, elapsed);
             writeln!(
                 out,
                 "-- t={:.0}s: {} more E2 nodes arrive",

@@ -824,7 +824,14 @@ async fn connect_to<C: Connector>(
     let (m, placement) = shared.pool.place(&node, &[], |exclude| {
         (!exclude.contains(&target)).then_some(target)
     })?;
-    let (name, addr) = (m.name().to_owned(), m.backend.addr);
+    let a = open(&shared, &m).await?;
+    Some((m, a, placement))
+}
+
+/// Open an association to backend `m` within the connect time-out; a
+/// failure is logged and counted.
+async fn open<C: Connector>(shared: &Shared<C>, m: &Member) -> Option<C::Assoc> {
+    let (name, addr) = (m.name(), m.backend.addr);
     match tokio::time::timeout(
         shared.config().connect_timeout,
         shared.connector.connect(addr),
@@ -832,28 +839,18 @@ async fn connect_to<C: Connector>(
     .await
     {
         Ok(Ok(a)) => {
-            debug!(backend = %name, %addr, "migration target association open");
-            Some((m, a, placement))
+            debug!(backend = %name, %addr, "backend association open");
+            return Some(a);
         }
-        Ok(Err(e)) => {
-            warn!(backend = %name, %addr, error = %e, "migration target connect failed");
-            shared
-                .metrics
-                .connect_failures
-                .with_label_values(&[&name])
-                .inc();
-            None
-        }
-        Err(_) => {
-            warn!(backend = %name, %addr, "migration target connect timed out");
-            shared
-                .metrics
-                .connect_failures
-                .with_label_values(&[&name])
-                .inc();
-            None
-        }
+        Ok(Err(e)) => warn!(backend = %name, %addr, error = %e, "backend connect failed"),
+        Err(_) => warn!(backend = %name, %addr, "backend connect timed out"),
     }
+    shared
+        .metrics
+        .connect_failures
+        .with_label_values(&[name])
+        .inc();
+    None
 }
 
 /// Connect to a backend chosen by the balancer, skipping `tried` and the
@@ -881,26 +878,10 @@ async fn connect_some<C: Connector>(
             }
             return None;
         };
-        let (name, addr) = (m.name().to_owned(), m.backend.addr);
-        shared.metrics.picks.with_label_values(&[&name]).inc();
-        match tokio::time::timeout(
-            shared.config().connect_timeout,
-            shared.connector.connect(addr),
-        )
-        .await
-        {
-            Ok(Ok(a)) => {
-                debug!(backend = %name, %addr, "backend association open");
-                return Some((m, a, placement));
-            }
-            Ok(Err(e)) => warn!(backend = %name, %addr, error = %e, "backend connect failed"),
-            Err(_) => warn!(backend = %name, %addr, "backend connect timed out"),
+        shared.metrics.picks.with_label_values(&[m.name()]).inc();
+        if let Some(a) = open(&shared, &m).await {
+            return Some((m, a, placement));
         }
-        shared
-            .metrics
-            .connect_failures
-            .with_label_values(&[&name])
-            .inc();
         tried.push(m.id());
     }
 }
