@@ -95,9 +95,14 @@ proptest! {
         let p = plan(&input, &request, &cfg);
         plan_support::check(&input, &request, &cfg, &p);
         // Consolidate never costs energy beyond placing units that have no
-        // listed backend: keeping everything else is always allowed.
+        // listed backend (and making room for them): keeping everything else
+        // is always allowed.
         if request == Request::Consolidate && p.feasible {
-            let placed = p.moves.iter().filter(|m| m.reason == MoveReason::Place).count();
+            let placed = p
+                .moves
+                .iter()
+                .filter(|m| matches!(m.reason, MoveReason::Place | MoveReason::MakeRoom))
+                .count();
             prop_assert!(
                 p.energy_after_w <= p.energy_before_w + placed as f64 * cfg.move_cost_w + 1e-9
             );

@@ -221,10 +221,15 @@ fn repack(inst: &Instance<'_>, off: &[bool]) -> Option<Packing> {
         let c = inst.cpu[u];
         let mut best: Option<(f64, usize)> = None;
         for b in 0..inst.nb() {
+            // A backend above the ceiling now may keep its own units but not
+            // receive any.
             let home = inst.home[u] == Some(b);
             let ok = !p.off[b]
-                && (inst.accepts[b] || home)
-                && p.load[b] + c <= inst.limit[b].max(if home { inst.load0[b] } else { 0.0 }) + EPS;
+                && if home {
+                    p.load[b] + c <= inst.limit[b].max(inst.load0[b]) + EPS
+                } else {
+                    inst.accepts[b] && !inst.hot(b) && p.load[b] + c <= inst.limit[b] + EPS
+                };
             if !ok {
                 continue;
             }
@@ -347,9 +352,13 @@ fn switch_off(inst: &Instance<'_>, max_off: Option<usize>) -> Packing {
                 break;
             }
             off[b] = true;
+            // Switching off must save energy: idle power against extra moves.
+            let extra = |p: &Packing, cur: &Packing| {
+                p.moves(inst).saturating_sub(cur.moves(inst)) as f64 * inst.cfg.move_cost_w
+            };
             match try_off(inst, &off) {
-                Some(p) => cur = p,
-                None => off[b] = false,
+                Some(p) if max_off.is_some() || extra(&p, &cur) < inst.cfg.idle_power_w => cur = p,
+                _ => off[b] = false,
             }
         }
         let better = best.as_ref().is_none_or(|bp| {
