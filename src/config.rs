@@ -600,7 +600,7 @@ impl Default for MigrateSection {
         let p = PlannerConfig::default();
         MigrateSection {
             rehome_on_failure: true,
-            rehome_on_unhealthy: true,
+            rehome_on_unhealthy: false,
             on_scale_in: true,
             rebalance_on_scale_up: false,
             handover_timeout: Duration::from_secs(5),

@@ -521,6 +521,12 @@ async fn a_backend_added_in_bear_gets_associations_rebalanced_onto_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_associations_of_a_backend_turning_unhealthy_are_rehomed() {
     let st = start(Duration::from_secs(4)).await;
+    st.executor
+        .reconfigure(ExecutorConfig {
+            rehome_on_unhealthy: true,
+            ..ExecutorConfig::default()
+        })
+        .expect("executor settings");
     let stop = CancellationToken::new();
     let watch = tokio::spawn(st.executor.clone().watch(stop.clone()));
     st.settled().await;

@@ -44,7 +44,7 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             planner: PlannerConfig::default(),
             move_timeout: Duration::from_secs(15),
-            rehome_on_unhealthy: true,
+            rehome_on_unhealthy: false,
             watch_interval: Duration::from_millis(500),
             records: 64,
         }
