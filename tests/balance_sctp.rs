@@ -326,18 +326,7 @@ async fn placement_follows_headroom_skips_unhealthy_and_drained_backends() {
         ));
     }
     for (name, e2, _) in RICS {
-        wait_for(
-            &format!("{name} metrics"),
-            Duration::from_secs(30),
-            POLL,
-            || async {
-                matches!(
-                    http(metrics_addr(e2), "GET", "/healthz").await,
-                    Some((200, _))
-                )
-            },
-        )
-        .await;
+        rigproc::metrics_up(name, metrics_addr(e2), POLL).await;
     }
 
     // fast-b's metrics, through the switchable relay.

@@ -165,18 +165,7 @@ fn start_rics(dir: &Path, net: &Net) -> Vec<Proc> {
 
 async fn rics_up(net: &Net) {
     for (name, e2) in net.rics {
-        wait_for(
-            &format!("{name} metrics"),
-            Duration::from_secs(30),
-            POLL,
-            || async {
-                matches!(
-                    http(metrics_addr(e2), "GET", "/healthz").await,
-                    Some((200, _))
-                )
-            },
-        )
-        .await;
+        rigproc::metrics_up(name, metrics_addr(e2), POLL).await;
     }
 }
 

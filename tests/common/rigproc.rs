@@ -212,6 +212,17 @@ where
     }
 }
 
+/// Waits (at most 30 s) until `name`'s metrics endpoint `at` answers `/healthz`.
+pub async fn metrics_up(name: &str, at: SocketAddr, poll: Duration) {
+    wait_for(
+        &format!("{name} metrics"),
+        Duration::from_secs(30),
+        poll,
+        || async { matches!(http(at, "GET", "/healthz").await, Some((200, _))) },
+    )
+    .await;
+}
+
 /// `nodes` E2 nodes (gNB-IDs from `first`) connecting to `target` one after
 /// the other over `spread`, each offering one RAN function (one
 /// subscription) and sending a 200-byte indication every `period` once
