@@ -22,6 +22,7 @@ pub mod migrate;
 pub mod probe;
 pub mod proxy;
 pub mod reload;
+pub mod router;
 pub mod scale;
 pub mod session;
 pub mod sim;

@@ -259,7 +259,7 @@ async fn planned_evacuation_moves_every_association_without_loss() {
         .filter(|(i, _)| *i as u32 != gone.0)
         .map(|(_, r)| r)
         .flat_map(|r| r.per_subscription.iter())
-        .filter(|s| s.origin.is_some())
+        .filter(|s| s.origin.is_some() && !s.created_here)
         .collect();
     assert_eq!(
         moved.len(),

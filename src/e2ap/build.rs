@@ -65,7 +65,7 @@ impl Cause {
     /// `misc: unspecified`.
     pub const UNSPECIFIED: Cause = Cause::Misc(g::CauseMisc::UNSPECIFIED);
 
-    fn to_gen(self) -> Result<g::Cause, BuildError> {
+    pub(crate) fn to_gen(self) -> Result<g::Cause, BuildError> {
         // (root count, extension count) of each ENUMERATED in E2AP-IEs.
         let check = |field, v: u8, max: u8| {
             if v > max {

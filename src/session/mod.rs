@@ -123,6 +123,10 @@ pub enum ProtocolError {
     SecondSetup,
     #[error("message {0} ({1}) from the backend before the E2 Setup completed")]
     BackendBeforeSetup(Procedure, &'static str),
+    #[error("{0} from one pod would affect the pods that share the node (router mode)")]
+    SharedNode(Procedure),
+    #[error("request reuses the RICrequestID {0} of a live subscription or outstanding request of the same RIC")]
+    ReusedRequestId(RicRequestId),
 }
 
 impl ProtocolError {
@@ -134,6 +138,8 @@ impl ProtocolError {
             ProtocolError::SetupWithoutNodeId => "setup_without_node_id",
             ProtocolError::SecondSetup => "second_setup",
             ProtocolError::BackendBeforeSetup(..) => "backend_before_setup",
+            ProtocolError::SharedNode(..) => "shared_node",
+            ProtocolError::ReusedRequestId(..) => "reused_request_id",
         }
     }
 }
@@ -644,6 +650,19 @@ impl Session {
     /// No backend can take the node now: answer its setup with a failure that
     /// tells it when to retry (the node's association stays open, DESIGN §2b).
     pub fn no_backend(&mut self, _now: Instant) {
+        let cause = Cause::RicService(g::CauseRICservice::RIC_RESOURCE_LIMIT);
+        self.refuse_setup(cause, self.config.retry_after);
+    }
+
+    /// Every backend is beyond its E2 Setup pace (`proxy::pace`): answer the
+    /// setup with a failure (misc: control-processing-overload) telling the
+    /// node to come back after `time_to_wait`; its association stays open.
+    pub fn setup_paced(&mut self, _now: Instant, time_to_wait: TimeToWait) {
+        let cause = Cause::Misc(g::CauseMisc::CONTROL_PROCESSING_OVERLOAD);
+        self.refuse_setup(cause, time_to_wait);
+    }
+
+    fn refuse_setup(&mut self, cause: Cause, time_to_wait: TimeToWait) {
         if self.state != State::AwaitBackend {
             return;
         }
@@ -653,8 +672,8 @@ impl Session {
         let (stream, ppid) = (setup.request.stream, setup.request.ppid);
         let reply = E2SetupFailure {
             transaction_id: setup.transaction_id.unwrap_or(0),
-            cause: Cause::RicService(g::CauseRICservice::RIC_RESOURCE_LIMIT),
-            time_to_wait: Some(self.config.retry_after.code()),
+            cause,
+            time_to_wait: Some(time_to_wait.code()),
         };
         if let Ok(payload) = reply.build() {
             self.transmits.push_back(Transmit {
@@ -785,7 +804,7 @@ impl Session {
 
 /// An Error Indication with a protocol cause, echoing the ids of the offending
 /// PDU when it could be read (E2AP §10).
-fn error_indication(cause: u8, offending: Option<&Envelope<'_>>) -> ErrorIndication {
+pub(crate) fn error_indication(cause: u8, offending: Option<&Envelope<'_>>) -> ErrorIndication {
     ErrorIndication {
         transaction_id: offending.and_then(|e| e.transaction_id()),
         request: offending.and_then(|e| e.ric_request_id()),
@@ -834,11 +853,22 @@ impl TimeToWait {
     pub fn code(self) -> u8 {
         Self::ALL.iter().position(|(t, _)| *t == self).unwrap_or(3) as u8
     }
+    /// The value of an ENUMERATED index (`None` for an extension value).
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).map(|(t, _)| *t)
+    }
+    /// The smallest value at or above `d` (60 s at most).
+    pub fn at_least(d: Duration) -> Self {
+        Self::ALL
+            .iter()
+            .find(|(_, s)| Duration::from_secs(*s) >= d)
+            .map_or(TimeToWait::V60s, |(t, _)| *t)
+    }
 }
 
 /// RIC Control responses come only when an acknowledgement was requested
 /// (`RICcontrolAckRequest` = ack); other requests always expect one.
-fn control_wants_ack(env: &Envelope<'_>) -> bool {
+pub(crate) fn control_wants_ack(env: &Envelope<'_>) -> bool {
     if env.procedure_code() != procedure::RIC_CONTROL {
         return true;
     }

@@ -117,6 +117,7 @@ pub struct RicLive {
     pub foreign: AtomicU64,
     /// Subscriptions seen only through their indications (not created by this RIC).
     pub unknown_subscriptions: AtomicU64,
+    pub misrouted: AtomicU64,
     pub controls_sent: AtomicU64,
     pub controls_acked: AtomicU64,
     pub controls_failed: AtomicU64,
@@ -190,6 +191,7 @@ impl RicLive {
             corrupt: z(),
             foreign: z(),
             unknown_subscriptions: z(),
+            misrouted: z(),
             controls_sent: z(),
             controls_acked: z(),
             controls_failed: z(),
@@ -319,6 +321,9 @@ pub struct RicReport {
     pub corrupt: u64,
     pub foreign: u64,
     pub unknown_subscriptions: u64,
+    /// Indications carrying another subscription's node-side id than the
+    /// first ones under the same RICrequestID (delivered to the wrong RIC).
+    pub misrouted: u64,
     /// Node send → RIC receive, from the header timestamp (CLOCK_REALTIME).
     pub e2e_latency: LatencySummary,
     /// Indications whose timestamp was ahead of this host's clock.
@@ -339,7 +344,11 @@ pub struct RicReport {
 impl RicReport {
     /// Whether every subscription's stream arrived complete, once, in order, intact.
     pub fn lossless(&self) -> bool {
-        self.missing == 0 && self.duplicates == 0 && self.out_of_order == 0 && self.corrupt == 0
+        self.missing == 0
+            && self.duplicates == 0
+            && self.out_of_order == 0
+            && self.corrupt == 0
+            && self.misrouted == 0
     }
 }
 
@@ -519,6 +528,7 @@ fn report(shared: &Shared, elapsed: Duration) -> RicReport {
         corrupt: l(&live.corrupt),
         foreign: l(&live.foreign),
         unknown_subscriptions: l(&live.unknown_subscriptions),
+        misrouted: l(&live.misrouted),
         e2e_latency: e2e,
         clock_skewed,
         controls_sent: l(&live.controls_sent),
@@ -537,8 +547,14 @@ fn report(shared: &Shared, elapsed: Duration) -> RicReport {
 struct Sub {
     ran_function: Option<u16>,
     created_here: bool,
-    /// The node knows it by another id: e2lb handed an existing stream over.
+    /// The node knows it by another id (e2lb renumbered it, or handed an
+    /// existing stream over).
     origin: Option<RicRequestId>,
+    /// The stream continued mid-way (a hand-over): it does not start at 0.
+    handed_over: bool,
+    /// The node-side id the first indication carried in its header: a later
+    /// indication with another one is another subscription's stream (misrouted).
+    source: Option<RicRequestId>,
     seq: SeqTracker,
     corrupt: u64,
 }
@@ -729,6 +745,8 @@ impl Conn {
                                 ran_function: Some(ran_function),
                                 created_here: true,
                                 origin: None,
+                                handed_over: false,
+                                source: None,
                                 seq: SeqTracker::new(Some(0)),
                                 corrupt: 0,
                             },
@@ -805,6 +823,8 @@ impl Conn {
                 ran_function: ind.ran_function,
                 created_here: false,
                 origin: None,
+                handed_over: false,
+                source: None,
                 seq: SeqTracker::new(None),
                 corrupt: 0,
             }
@@ -814,12 +834,24 @@ impl Conn {
                 live.foreign.fetch_add(1, Relaxed);
             }
             Some(h) => {
-                if sub.seq.received == 0 && h.origin != ind.request && h.seq > 0 {
-                    // A stream handed over mid-way (e2lb answered this RIC's
-                    // subscription with one the node already had): it
-                    // continues, it does not start at 0.
+                match sub.source {
+                    None => sub.source = Some(h.origin),
+                    Some(s) if s != h.origin => {
+                        live.misrouted.fetch_add(1, Relaxed);
+                    }
+                    Some(_) => {}
+                }
+                if sub.seq.received == 0 && h.origin != ind.request {
+                    // The node knows this stream by another id (router mode
+                    // renumbers colliding ids; a hand-over keeps the node's).
                     sub.origin = Some(h.origin);
-                    sub.seq = SeqTracker::new(None);
+                    if h.seq > 0 {
+                        // Handed over mid-way (e2lb answered this RIC's
+                        // subscription with one the node already had): it
+                        // continues, it does not start at 0.
+                        sub.handed_over = true;
+                        sub.seq = SeqTracker::new(None);
+                    }
                 }
                 match sub.seq.observe(h.seq) {
                     SeqEvent::InOrder => {}
@@ -994,7 +1026,7 @@ impl Conn {
                             request,
                             origin: sub.origin,
                             ran_function: sub.ran_function,
-                            created_here: sub.created_here && sub.origin.is_none(),
+                            created_here: sub.created_here && !sub.handed_over,
                             received: 0,
                             first_seq: None,
                             max_seq: None,
@@ -1004,7 +1036,7 @@ impl Conn {
                             corrupt: 0,
                         });
                 let s = &sub.seq;
-                e.created_here |= sub.created_here && sub.origin.is_none();
+                e.created_here |= sub.created_here && !sub.handed_over;
                 e.received += s.received;
                 e.first_seq = match (e.first_seq, s.first) {
                     (Some(a), Some(b)) => Some(a.min(b)),
