@@ -284,6 +284,16 @@ impl Session {
                     && proc.0 != procedure::RIC_SUBSCRIPTION_DELETE_REQUIRED
                 {
                     if let Some(key) = PendingKey::of(Initiator::Node, env) {
+                        if self.pending.contains(&key) {
+                            // An id names one ongoing procedure of its kind per
+                            // initiating peer (E2AP, Transaction ID): relayed
+                            // (the RIC decides), reported.
+                            self.stats.protocol_errors += 1;
+                            self.events.push_back(Event::ProtocolError {
+                                side: Side::Node,
+                                error: ProtocolError::DuplicateTransaction(proc),
+                            });
+                        }
                         let meta = Meta {
                             leg: self.current_leg(),
                             ..Meta::default()

@@ -22,7 +22,10 @@
 //! message-not-compatible-with-receiver-state) and that one association is
 //! closed; a second E2 Setup on an established association is answered with an
 //! Error Indication and not forwarded; a malformed PDU from a backend is answered
-//! to the backend and dropped (the node is not punished for its RIC).
+//! to the backend and dropped (the node is not punished for its RIC). A node
+//! request that reuses the TransactionID (or RICrequestID) of an outstanding
+//! request of the same procedure is relayed (the RIC, the E2 termination,
+//! decides) and reported.
 
 mod migration;
 mod pending;
@@ -127,6 +130,8 @@ pub enum ProtocolError {
     SharedNode(Procedure),
     #[error("request reuses the RICrequestID {0} of a live subscription or outstanding request of the same RIC")]
     ReusedRequestId(RicRequestId),
+    #[error("{0} request reuses the id of one still outstanding")]
+    DuplicateTransaction(Procedure),
 }
 
 impl ProtocolError {
@@ -140,6 +145,7 @@ impl ProtocolError {
             ProtocolError::BackendBeforeSetup(..) => "backend_before_setup",
             ProtocolError::SharedNode(..) => "shared_node",
             ProtocolError::ReusedRequestId(..) => "reused_request_id",
+            ProtocolError::DuplicateTransaction(..) => "duplicate_transaction",
         }
     }
 }

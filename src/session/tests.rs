@@ -429,3 +429,36 @@ fn time_to_wait_mapping() {
     assert_eq!(TimeToWait::V60s.code(), 5);
     assert_eq!(TimeToWait::V5s.duration(), Duration::from_secs(5));
 }
+
+#[test]
+fn duplicate_transaction_id_is_relayed_and_reported() {
+    use crate::e2ap::build::ResetRequest;
+    let t0 = Instant::now();
+    let mut s = established(t0);
+    events(&mut s);
+    let reset = |transaction_id| {
+        msg(ResetRequest {
+            transaction_id,
+            cause: Cause::Misc(0),
+        }
+        .build()
+        .unwrap())
+    };
+    s.handle_node(t0, reset(7));
+    assert!(events(&mut s).is_empty());
+    s.handle_node(t0, reset(7));
+    match &events(&mut s)[..] {
+        [Event::ProtocolError {
+            side: Side::Node,
+            error: ProtocolError::DuplicateTransaction(p),
+        }] => assert_eq!(p.0, procedure::RESET),
+        other => panic!("{other:?}"),
+    }
+    let out = transmits(&mut s);
+    assert_eq!(out.len(), 2, "both relayed");
+    assert!(out.iter().all(|t| t.to == Peer::Backend(BackendId(0))));
+    assert!(!s.is_closed());
+    s.handle_node(t0, reset(8));
+    assert!(events(&mut s).is_empty(), "another id is no duplicate");
+    assert_eq!(s.stats().protocol_errors, 1);
+}
