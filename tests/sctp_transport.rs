@@ -624,3 +624,47 @@ async fn measure_throughput_one_flow_100_byte_messages() {
         n as f64 / secs
     );
 }
+
+/// A server that accepts and at once closes (as e2lb does beyond
+/// `proxy.max_associations`): every connect either returns the association,
+/// whose first receive is the end, or says the peer closed it; never an
+/// unrelated error (it used to be `connect: Invalid argument` when the close
+/// won the race with the connector's status check).
+#[tokio::test]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
+async fn a_peer_that_closes_at_once_is_a_lost_association_not_an_error() {
+    if !rig::sctp_or_skip() {
+        return;
+    }
+    bounded(async {
+        let mut l = SctpListener::bind(&[addr("127.0.0.1:0")], &Options::default()).unwrap();
+        let to = l.local_addr();
+        let server = tokio::spawn(async move {
+            while let Ok(a) = l.accept().await {
+                drop(a);
+            }
+        });
+        let c = SctpConnector::new(Options::default());
+        let tries: Vec<_> = (0..200)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(async move { c.connect(to).await })
+            })
+            .collect();
+        let (mut ended, mut lost) = (0, 0);
+        for t in tries {
+            match t.await.unwrap() {
+                Ok(mut a) => {
+                    let r = a.recv().await;
+                    assert!(matches!(r, Ok(None) | Err(Error::Lost(_))), "{:?}", r.err());
+                    ended += 1;
+                }
+                Err(Error::Lost(_)) => lost += 1,
+                Err(e) => panic!("connect: {e}"),
+            }
+        }
+        println!("{ended} established then ended, {lost} closed before connect returned");
+        server.abort();
+    })
+    .await
+}

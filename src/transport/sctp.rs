@@ -360,8 +360,18 @@ impl SctpConnector {
                 return Err(refused(e));
             }
             match status(fd.as_raw_fd()) {
-                Ok(st) if st.sstat_state == sys::SCTP_ESTABLISHED => break,
+                // Established, or already shutting down: the peer accepted it
+                // (and may be closing it at once: the first receive says so).
+                Ok(st) if st.sstat_state >= sys::SCTP_ESTABLISHED => break,
                 Ok(_) => guard.clear_ready(),
+                // No association any more, and no error: it was established
+                // and closed by the peer before we looked (a server at its
+                // association limit does that).
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    return Err(Error::Lost(
+                        "closed by the peer as soon as it was established",
+                    ))
+                }
                 Err(e) => return Err(refused(e)),
             }
         }
