@@ -18,7 +18,9 @@ use crate::balance::{Backend, LatencyConfig};
 use crate::migrate::plan::PlannerConfig;
 use crate::migrate::ExecutorConfig;
 use crate::probe::{MetricNames, ProbeConfig, Prober, PromqlConfig, Source, Target};
-use crate::proxy::{AllowList, ProxyConfig};
+use crate::proxy::{AllowList, Pace, ProxyConfig};
+use crate::router::group::{NodeGroup, PodChoice, RouterSettings};
+use crate::router::{PodFailure, RouterConfig};
 use crate::scale::actuator::exec::ExecConfig;
 use crate::scale::actuator::kubernetes::KubernetesConfig;
 use crate::scale::actuator::Provisioned;
@@ -104,7 +106,18 @@ pub struct ProxySection {
     pub in_streams: u16,
     pub max_message: usize,
     pub queue: usize,
+    /// Payload bytes queued per direction of one association before e2lb
+    /// stops reading the sender.
+    pub queue_bytes: usize,
     pub max_associations: usize,
+    /// E2 Setups per second towards each backend (0: unpaced).
+    pub setup_rate_per_backend: u32,
+    /// E2 Setups allowed back to back towards one backend.
+    pub setup_burst: u32,
+    /// Longest a node's E2 Setup waits for its slot before it is answered
+    /// E2 Setup Failure with TimeToWait.
+    #[serde(deserialize_with = "duration")]
+    pub setup_wait_max: Duration,
     #[serde(deserialize_with = "duration")]
     pub first_message_timeout: Duration,
     #[serde(deserialize_with = "duration")]
@@ -132,7 +145,11 @@ impl Default for ProxySection {
             in_streams: o.in_streams,
             max_message: o.max_message,
             queue: p.queue,
+            queue_bytes: p.queue_bytes,
             max_associations: p.max_associations,
+            setup_rate_per_backend: p.setup_pace.rate as u32,
+            setup_burst: p.setup_pace.burst,
+            setup_wait_max: p.setup_wait_max,
             first_message_timeout: p.first_message_timeout,
             connect_timeout: p.connect_timeout,
             setup_timeout: p.session.setup_timeout,
@@ -618,6 +635,74 @@ impl Default for MigrateSection {
     }
 }
 
+/// One `[[router.groups]]` entry: nodes served in router mode.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouterGroupSection {
+    pub name: String,
+    /// PLMN identity as sent, 6 hex digits (e.g. "00f110"); absent: any.
+    #[serde(default)]
+    pub plmn: Option<String>,
+    /// gNB-IDs (gNB nodes); empty: any.
+    #[serde(default)]
+    pub gnb_ids: Vec<u32>,
+    /// The backends that must see these nodes, by name.
+    #[serde(default)]
+    pub pods: Option<Vec<String>>,
+    /// Or: this many backends chosen by Bull-and-Bear. Neither: every healthy backend.
+    #[serde(default)]
+    pub replicas: Option<usize>,
+}
+
+/// `[router]`: xApp router mode (one node shared by several RIC pods).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterSection {
+    /// Node groups; a node no group matches is served in association mode.
+    pub groups: Vec<RouterGroupSection>,
+    /// Merge identical subscriptions of several pods into one at the node.
+    pub merge_identical: bool,
+    /// A dead pod's subscriptions: "delete" at the node, or "handover" (held
+    /// for a pod whose xApp subscribes alike within `handover_timeout`).
+    pub on_pod_failure: PodFailure,
+    #[serde(deserialize_with = "duration")]
+    pub handover_timeout: Duration,
+    /// Node messages held per node while their subscription has no owner.
+    pub buffer: usize,
+    /// Back-off before a failed pod is tried again, doubling up to `retry_max`.
+    #[serde(deserialize_with = "duration")]
+    pub retry_min: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub retry_max: Duration,
+}
+
+impl Default for RouterSection {
+    fn default() -> Self {
+        let c = RouterConfig::default();
+        RouterSection {
+            groups: Vec::new(),
+            merge_identical: c.merge_identical,
+            on_pod_failure: c.on_pod_failure,
+            handover_timeout: c.handover_timeout,
+            buffer: c.buffer,
+            retry_min: c.retry_min,
+            retry_max: c.retry_max,
+        }
+    }
+}
+
+/// 6 hex digits → the 3 PLMN octets.
+fn parse_plmn(s: &str) -> Option<[u8; 3]> {
+    if s.len() != 6 {
+        return None;
+    }
+    let mut out = [0u8; 3];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// `[log]`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -643,6 +728,7 @@ pub struct Config {
     pub probe: ProbeSection,
     pub scale: ScaleSection,
     pub migrate: MigrateSection,
+    pub router: RouterSection,
     pub admin: AdminSection,
     pub log: LogSection,
 }
@@ -702,8 +788,29 @@ impl Config {
                 "must be between 1 and 1048576 messages",
             ));
         }
+        if !(1024..=1 << 30).contains(&p.queue_bytes) {
+            return Err(invalid(
+                "proxy.queue_bytes",
+                "must be between 1024 bytes and 1 GiB (1073741824)",
+            ));
+        }
         if p.max_associations == 0 {
             return Err(invalid("proxy.max_associations", "must be at least 1"));
+        }
+        if p.setup_rate_per_backend > 100_000 {
+            return Err(invalid(
+                "proxy.setup_rate_per_backend",
+                "must be at most 100000 setups/s (0 = unpaced)",
+            ));
+        }
+        if !(1..=100_000).contains(&p.setup_burst) {
+            return Err(invalid("proxy.setup_burst", "must be between 1 and 100000"));
+        }
+        if p.setup_wait_max > Duration::from_secs(60) {
+            return Err(invalid(
+                "proxy.setup_wait_max",
+                "must be at most 60s (0s: never wait, answer TimeToWait at once)",
+            ));
         }
         for (key, d) in [
             ("proxy.first_message_timeout", p.first_message_timeout),
@@ -771,6 +878,45 @@ impl Config {
         }
         if b.latency_window.is_zero() {
             return Err(invalid("balance.latency_window", "must be more than 0"));
+        }
+        let r = &self.router;
+        if r.buffer == 0 {
+            return Err(invalid("router.buffer", "must be at least 1"));
+        }
+        if r.handover_timeout.is_zero() {
+            return Err(invalid("router.handover_timeout", "must be more than 0"));
+        }
+        if r.retry_min.is_zero() || r.retry_max < r.retry_min {
+            return Err(invalid(
+                "router.retry_min",
+                "must be more than 0 and at most router.retry_max",
+            ));
+        }
+        for (i, g) in r.groups.iter().enumerate() {
+            let key = |f: &str| format!("router.groups[{i}].{f}");
+            if g.name.is_empty() || r.groups[..i].iter().any(|o| o.name == g.name) {
+                return Err(invalid(key("name"), "must be set and unique"));
+            }
+            if g.plmn.as_deref().is_some_and(|p| parse_plmn(p).is_none()) {
+                return Err(invalid(
+                    key("plmn"),
+                    "must be 6 hex digits (e.g. \"00f110\")",
+                ));
+            }
+            if g.pods.is_some() && g.replicas.is_some() {
+                return Err(invalid(key("pods"), "give pods or replicas, not both"));
+            }
+            if g.replicas == Some(0) || g.pods.as_ref().is_some_and(|p| p.is_empty()) {
+                return Err(invalid(key("pods"), "must name at least one pod"));
+            }
+            for name in g.pods.iter().flatten() {
+                if !self.backends.iter().any(|b| &b.name == name) && !self.scale.enabled {
+                    return Err(invalid(
+                        key("pods"),
+                        "names a backend that is not configured",
+                    ));
+                }
+            }
         }
         let mg = &self.migrate;
         if mg.buffer == 0 {
@@ -1110,11 +1256,51 @@ impl Config {
                 rehome: self.rehome(),
             },
             queue: p.queue,
+            queue_bytes: p.queue_bytes,
             connect_timeout: p.connect_timeout,
             drain_timeout: p.drain_timeout,
             first_message_timeout: p.first_message_timeout,
             max_associations: p.max_associations,
             allow: p.allow.clone(),
+            setup_pace: Pace {
+                rate: f64::from(p.setup_rate_per_backend),
+                burst: p.setup_burst,
+            },
+            setup_wait_max: p.setup_wait_max,
+            router: std::sync::Arc::new(self.router_settings()),
+        }
+    }
+
+    /// Router mode: the node groups and the per-node knobs.
+    pub fn router_settings(&self) -> RouterSettings {
+        let r = &self.router;
+        RouterSettings {
+            groups: r
+                .groups
+                .iter()
+                .map(|g| NodeGroup {
+                    name: g.name.clone(),
+                    plmn: g.plmn.as_deref().and_then(parse_plmn),
+                    gnb_ids: g.gnb_ids.clone(),
+                    pods: match (&g.pods, g.replicas) {
+                        (Some(names), _) => PodChoice::Named(names.clone()),
+                        (None, Some(k)) => PodChoice::Replicas(k),
+                        (None, None) => PodChoice::AllHealthy,
+                    },
+                })
+                .collect(),
+            config: RouterConfig {
+                setup_timeout: self.proxy.setup_timeout,
+                request_timeout: self.proxy.request_timeout,
+                retry_after: TimeToWait::from_duration(self.proxy.retry_after)
+                    .unwrap_or(TimeToWait::V10s),
+                merge_identical: r.merge_identical,
+                on_pod_failure: r.on_pod_failure,
+                handover_timeout: r.handover_timeout,
+                buffer: r.buffer,
+                retry_min: r.retry_min,
+                retry_max: r.retry_max,
+            },
         }
     }
 
@@ -1212,6 +1398,62 @@ mod tests {
         assert!(e.to_string().contains("backends"), "{e}");
         let e = Config::parse(&format!("[proxy]\nconnect_timeout = 'soon'\n{base}")).unwrap_err();
         assert!(e.to_string().contains("connect_timeout"), "{e}");
+    }
+
+    #[test]
+    fn overload_options() {
+        let base = "[[backends]]\nname='a'\naddr='127.0.0.1:36421'\n";
+        let c = Config::parse(&format!(
+            "[proxy]\nqueue_bytes = 65536\nsetup_rate_per_backend = 20\nsetup_burst = 5\nsetup_wait_max = '250ms'\n{base}"
+        ))
+        .unwrap();
+        let p = c.proxy();
+        assert_eq!(p.queue_bytes, 65536);
+        assert_eq!(
+            p.setup_pace,
+            Pace {
+                rate: 20.0,
+                burst: 5
+            }
+        );
+        assert_eq!(p.setup_wait_max, Duration::from_millis(250));
+        // 0 = unpaced; 0s = never wait.
+        let c = Config::parse(&format!(
+            "[proxy]\nsetup_rate_per_backend = 0\nsetup_wait_max = '0s'\n{base}"
+        ))
+        .unwrap();
+        assert!(c.proxy().setup_pace.is_unpaced());
+        // The embedded default equals the built-in one.
+        let d = Config::embedded().unwrap().proxy();
+        let b = ProxyConfig::default();
+        assert_eq!(
+            (
+                d.queue,
+                d.queue_bytes,
+                d.setup_pace,
+                d.setup_wait_max,
+                d.max_associations
+            ),
+            (
+                b.queue,
+                b.queue_bytes,
+                b.setup_pace,
+                b.setup_wait_max,
+                b.max_associations
+            )
+        );
+        for (bad, key) in [
+            ("queue_bytes = 10", "proxy.queue_bytes"),
+            ("setup_burst = 0", "proxy.setup_burst"),
+            (
+                "setup_rate_per_backend = 1000000",
+                "proxy.setup_rate_per_backend",
+            ),
+            ("setup_wait_max = '2m'", "proxy.setup_wait_max"),
+        ] {
+            let e = Config::parse(&format!("[proxy]\n{bad}\n{base}")).unwrap_err();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

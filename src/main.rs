@@ -156,6 +156,10 @@ enum SimCmd {
         /// RICrequestID requestor of this RIC's subscriptions and controls.
         #[arg(long, default_value_t = 1)]
         requestor_id: u16,
+        /// Number RICrequestIDs per association from 1 (RICs started alike
+        /// then collide on purpose on a node they share: router mode).
+        #[arg(long)]
+        ids_per_association: bool,
         /// Stop after this long (else on SIGINT/SIGTERM).
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
@@ -561,12 +565,14 @@ fn sim(cmd: SimCmd) -> anyhow::Result<ExitCode> {
                 control_period,
                 no_subscribe,
                 requestor_id,
+                ids_per_association,
                 duration,
                 report,
             } => {
                 let cfg = e2lb::sim::RicSimConfig {
                     name,
                     requestor_id,
+                    ids_per_association,
                     service_time,
                     work_per_indication,
                     control_period,

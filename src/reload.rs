@@ -6,8 +6,10 @@
 //! with the precise error and the running configuration stays. Then each part
 //! is swapped atomically (arc-swap) where it lives:
 //!
-//! - `[proxy]` time-outs, queue, allow-list and `[migrate]` re-homing knobs:
-//!   for associations accepted from now on;
+//! - `[proxy]` time-outs, queue bounds, allow-list and `[migrate]` re-homing
+//!   knobs: for associations accepted from now on; `[proxy]` association
+//!   limit and E2 Setup pace: from the next accept / setup (lowering the
+//!   limit closes nobody);
 //! - `[balance]` weights, maxima, thresholds, hysteresis, publish interval:
 //!   from the next publish (the Bull/Bear mode is kept);
 //! - `[probe]`: the probe task restarts with the new settings;
@@ -18,7 +20,7 @@
 //!   `migrate.on_scale_in`) and leave once empty.
 //!
 //! What needs a restart is reported, not applied: listener addresses, stream
-//! counts, message and socket buffer sizes, the association limit, the
+//! counts, message and socket buffer sizes, the
 //! admin server, the log filter, the scaler's actuator and leadership, the
 //! per-backend latency summary settings, and a backend whose address changed.
 
@@ -189,9 +191,6 @@ impl Reloader {
         }
         if (op.max_message, op.socket_buffer) != (np.max_message, np.socket_buffer) {
             need(&mut r, "proxy.max_message / proxy.socket_buffer");
-        }
-        if op.max_associations != np.max_associations {
-            need(&mut r, "proxy.max_associations");
         }
         if old.admin != new.admin {
             need(&mut r, "admin");

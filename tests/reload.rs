@@ -119,7 +119,10 @@ async fn reload_applies_a_valid_file_and_refuses_an_invalid_one() {
 
     // A backend more, other thresholds, a smaller queue, probing on, another listener.
     let v2 = v1()
-        .replace("127.0.0.1:36421\"]", "127.0.0.1:36422\"]\nqueue = 32")
+        .replace(
+            "127.0.0.1:36421\"]",
+            "127.0.0.1:36422\"]\nqueue = 32\nmax_associations = 7\nsetup_rate_per_backend = 5",
+        )
         .replace("[probe]\nenabled = false", "[probe]\nenabled = true\ntick = \"2s\"")
         + "\n[[backends]]\nname = \"ric-2\"\naddr = \"127.0.30.3:36421\"\n\n[balance]\nthreshold_cpu = 0.6\nexit_cpu = 0.4\n";
     write(&path, &v2);
@@ -146,6 +149,17 @@ async fn reload_applies_a_valid_file_and_refuses_an_invalid_one() {
     );
     assert!(shared.pool.find("ric-2").is_some());
     assert_eq!(shared.config().queue, 32);
+    // The association limit and the setup pace apply from the next accept / setup.
+    assert_eq!(shared.config().max_associations, 7);
+    assert_eq!(shared.config().setup_pace.rate, 5.0);
+    assert!(
+        !v["restart_needed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s == "proxy.max_associations"),
+        "{v}"
+    );
     assert_eq!(shared.balance.settings().model.thresholds.cpu, 0.6);
     assert_eq!(shared.balance.settings().bnb.exit_cpu, 0.4);
     assert!(probers_rx.has_changed().expect("prober channel"));

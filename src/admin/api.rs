@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::info;
 
@@ -14,6 +15,9 @@ use super::{error, json as reply_json, AdminState};
 use crate::balance::live::View;
 use crate::balance::load::{Hot, Score};
 use crate::balance::{Backend, Member, PoolError, Removal};
+use crate::e2ap::RicRequestId;
+use crate::proxy::table::{AssocRecord, Command};
+use std::sync::Arc;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
@@ -39,6 +43,10 @@ pub(super) async fn route(state: &AdminState, req: Request<Incoming>) -> Resp {
         (&Method::DELETE, ["backends", name, "drain"]) => drain(state, name, false),
         (&Method::GET, ["associations"]) => associations(state),
         (&Method::POST, ["associations", id, "migrate"]) => migrate_one(state, id, req).await,
+        (&Method::GET, ["associations", id, "router"]) => router_view(state, id).await,
+        (&Method::POST, ["associations", id, "subscriptions", sub, "move"]) => {
+            move_subscription(state, id, sub, req).await
+        }
         (&Method::GET, ["plan"]) => plan(state, req.uri().query().unwrap_or("")),
         (&Method::POST, ["plan", "execute"]) => execute_plan(state, req).await,
         (&Method::POST, ["config", "reload"]) => match state.reload.clone() {
@@ -74,6 +82,8 @@ pub(super) async fn route(state: &AdminState, req: Request<Incoming>) -> Resp {
             | ["backends", _, "drain"]
             | ["associations"]
             | ["associations", _, "migrate"]
+            | ["associations", _, "router"]
+            | ["associations", _, "subscriptions", _, "move"]
             | ["plan"]
             | ["plan", "execute"]
             | ["migrations"]
@@ -226,6 +236,115 @@ async fn execute_plan(state: &AdminState, req: Request<Incoming>) -> Resp {
 struct MigrateBody {
     #[serde(default)]
     target: Option<String>,
+}
+
+/// The association's record, or the error reply.
+fn association(state: &AdminState, id: &str) -> Result<Arc<AssocRecord>, (StatusCode, String)> {
+    let Ok(n) = id.parse::<u64>() else {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not an association id"),
+        ));
+    };
+    state
+        .associations
+        .get(n)
+        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no association {n}")))
+}
+
+/// Router mode: the pods a node is shared by and its subscription table.
+async fn router_view(state: &AdminState, id: &str) -> Resp {
+    let r = match association(state, id) {
+        Ok(r) => r,
+        Err((code, why)) => return error(code, why),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if !r.command(Command::RouterView { reply: tx }) {
+        return error(StatusCode::GONE, format!("association {} ended", r.id));
+    }
+    match tokio::time::timeout(Duration::from_secs(5), rx).await {
+        Ok(Ok(Some(v))) => reply_json(StatusCode::OK, &v),
+        Ok(Ok(None)) => error(
+            StatusCode::CONFLICT,
+            format!(
+                "association {} is in association mode, not router mode",
+                r.id
+            ),
+        ),
+        Ok(Err(_)) => error(StatusCode::GONE, format!("association {} ended", r.id)),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the association did not answer in 5 s".to_owned(),
+        ),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveSubscriptionBody {
+    to: String,
+}
+
+/// Router mode: hand one subscription over to another pod
+/// (`{"to": "ric-2"}`; the subscription as `requestor-instance`, node side).
+async fn move_subscription(
+    state: &AdminState,
+    id: &str,
+    sub: &str,
+    req: Request<Incoming>,
+) -> Resp {
+    let r = match association(state, id) {
+        Ok(r) => r,
+        Err((code, why)) => return error(code, why),
+    };
+    let node_id = match sub
+        .split_once('-')
+        .map(|(a, b)| (a.parse::<u16>(), b.parse::<u16>()))
+    {
+        Some((Ok(requestor), Ok(instance))) => RicRequestId {
+            requestor,
+            instance,
+        },
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{sub:?} is not a RICrequestID (requestor-instance)"),
+            )
+        }
+    };
+    let body = match body_of(req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let b: MoveSubscriptionBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
+    };
+    let Some(to) = state.pool.find(&b.to) else {
+        return error(StatusCode::NOT_FOUND, format!("no backend {:?}", b.to));
+    };
+    info!(association = r.id, %node_id, to = %b.to, "admin API: moving a subscription (router mode)");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sent = r.command(Command::MoveSubscription {
+        node_id,
+        to: to.id(),
+        reply: tx,
+    });
+    if !sent {
+        return error(StatusCode::GONE, format!("association {} ended", r.id));
+    }
+    match tokio::time::timeout(Duration::from_secs(5), rx).await {
+        Ok(Ok(Ok(from))) => reply_json(
+            StatusCode::ACCEPTED,
+            &json!({ "node_id": node_id, "from": from, "to": b.to, "state": "moving" }),
+        ),
+        Ok(Ok(Err(reason))) => error(StatusCode::CONFLICT, reason),
+        Ok(Err(_)) => error(StatusCode::GONE, format!("association {} ended", r.id)),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the association did not answer in 5 s".to_owned(),
+        ),
+    }
 }
 
 async fn migrate_one(state: &AdminState, id: &str, req: Request<Incoming>) -> Resp {
@@ -508,6 +627,8 @@ fn associations(state: &AdminState) -> Resp {
                 "node": r.node(),
                 "peer": r.peer.to_string(),
                 "backend": r.backend(),
+                "mode": if r.pods().is_some() { "router" } else { "association" },
+                "pods": r.pods(),
                 "streams": { "in": r.streams_in, "out": r.streams_out },
                 "in_flight": r.in_flight(),
                 "age_s": now.saturating_duration_since(r.accepted_at).as_secs_f64(),

@@ -23,6 +23,13 @@
 //!   `POST /api/v1/plan/execute` plans and runs one; `POST
 //!   /api/v1/associations/{id}/migrate` moves one association; `GET
 //!   /api/v1/migrations`: the last plan and moves.
+//! - Router mode: `GET /api/v1/associations/{id}/router`: the pods a node is
+//!   shared by and its subscription table (node-side id, owner pods and
+//!   their ids, RAN function, age, indications routed; 409 for a node in
+//!   association mode); `POST
+//!   /api/v1/associations/{id}/subscriptions/{requestor}-{instance}/move`
+//!   `{"to": "ric-2"}` hands one subscription over (202; adopted when that
+//!   pod's xApp subscribes alike).
 //! - `POST /api/v1/config/reload`: re-read the configuration file (200 with
 //!   what was applied and what needs a restart; 400 with the precise error
 //!   when invalid, the running configuration kept).

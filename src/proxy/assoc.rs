@@ -5,7 +5,7 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 use tokio::sync::oneshot;
@@ -14,13 +14,29 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, field, info, info_span, warn, Instrument};
 
 use super::metrics::direction;
+use super::pace::Admit;
+use super::router::RouterDriver;
 use super::table::{Command, MoveOutcome, MoveReason, Registered};
 use super::Shared;
 use crate::balance::{Homed, Member, Placement};
-use crate::session::{BackendId, CloseReason, Event, Initiator, NodeId, Peer, Session, Side};
+use crate::router::group::NodeGroup;
+use crate::session::{
+    BackendId, CloseReason, Event, Initiator, NodeId, Peer, Session, Side, TimeToWait,
+};
 use crate::transport::{Association, AssociationExt, Connector, Error, Message};
 
-type Connecting<A> = Pin<Box<dyn Future<Output = Option<(Arc<Member>, A, Placement)>> + Send>>;
+/// A backend leg opened for the node, or why there is none.
+type Placed<A> = Result<(Arc<Member>, A, Placement), Unplaced>;
+type Connecting<A> = Pin<Box<dyn Future<Output = Placed<A>> + Send>>;
+
+/// Why no backend leg was opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unplaced {
+    /// No backend can take the node (none open, none answered, all hold it).
+    NoBackend,
+    /// Every backend is beyond its E2 Setup pace: come back in this long.
+    Paced(Duration),
+}
 
 /// Run one association to its end.
 pub(super) async fn run<N: Association, C: Connector>(
@@ -41,33 +57,69 @@ pub(super) async fn run<N: Association, C: Connector>(
         let registered = shared.associations.register(&info);
         let mut d = Driver::new(node, shared.clone(), cancel, registered);
         d.drive().await;
-        d.finish().await;
+        let setup = d.session.setup().map(|s| s.request.clone());
+        match d.handoff.take().zip(setup) {
+            // Router mode: the node is shared by several pods from now on.
+            Some((group, setup)) => d.into_router(group, setup).run().await,
+            None => d.finish().await,
+        }
         shared.metrics.associations_active.dec();
     }
     .instrument(span)
     .await
 }
 
-struct Leg<A> {
-    assoc: A,
-    queue: VecDeque<Message>,
-    eof: bool,
+pub(super) struct Leg<A> {
+    pub(super) assoc: A,
+    pub(super) queue: VecDeque<Message>,
+    /// Payload bytes in `queue`.
+    pub(super) bytes: usize,
+    pub(super) eof: bool,
+}
+
+/// The bound of one direction's queue: reading the other leg stops at either.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Cap {
+    messages: usize,
+    bytes: usize,
 }
 
 impl<A: Association> Leg<A> {
-    fn new(assoc: A, cap: usize) -> Self {
+    pub(super) fn new(assoc: A) -> Self {
         Leg {
             assoc,
-            queue: VecDeque::with_capacity(cap.min(64)),
+            // Grows on demand (up to the cap): an idle association holds no queue memory.
+            queue: VecDeque::new(),
+            bytes: 0,
             eof: false,
         }
     }
 
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    pub(super) fn push(&mut self, m: Message) {
+        self.bytes += m.payload.len();
+        self.queue.push_back(m);
+    }
+
+    /// Everything queued, in order (the queue is left empty).
+    pub(super) fn take_queue(&mut self) -> Vec<Message> {
+        self.bytes = 0;
+        self.queue.drain(..).collect()
+    }
+
+    pub(super) fn has_room(&self, cap: Cap) -> bool {
+        self.queue.len() < cap.messages && self.bytes < cap.bytes
+    }
+
+    pub(super) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         while let Some(m) = self.queue.front() {
             match self.assoc.poll_send(cx, m) {
                 Poll::Ready(Ok(())) => {
+                    self.bytes -= m.payload.len();
                     self.queue.pop_front();
+                    if self.queue.is_empty() && self.queue.capacity() > 64 {
+                        // After a burst: give back what a long queue took.
+                        self.queue.shrink_to(16);
+                    }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
@@ -80,7 +132,7 @@ impl<A: Association> Leg<A> {
 enum Io<A> {
     Node(Result<Option<Message>, Error>),
     Backend(BackendId, Result<Option<Message>, Error>),
-    Connected(Purpose, Option<(Arc<Member>, A, Placement)>),
+    Connected(Purpose, Placed<A>),
     SendFailed(Peer, Error),
     Command(Command),
     Timer,
@@ -115,6 +167,16 @@ struct BackendLeg<A> {
     leg: Leg<A>,
 }
 
+/// What this association holds, as last added to the `e2lb_queued_*` gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Queued {
+    /// [messages, bytes] queued for the node / for the backend legs.
+    node: [i64; 2],
+    backend: [i64; 2],
+    /// Node messages the session holds for a re-homing target.
+    held: i64,
+}
+
 /// A requested move waiting for its outcome.
 struct Requested {
     reason: MoveReason,
@@ -137,11 +199,17 @@ struct Driver<N, C: Connector> {
     closing: Option<(CloseReason, Instant)>,
     /// In-flight figure last reported, and to which backend.
     reported_in_flight: (Option<BackendId>, i64),
-    cap: usize,
+    /// Queue figures last added to the gauges (see [`Queued`]).
+    reported_queued: Queued,
+    /// Since when reading the node / the backends is paused by a full queue.
+    paused: [Option<Instant>; 2],
+    cap: Cap,
     registered: Registered,
+    /// The node's E2 Setup named a router-mode group: hand over to its driver.
+    handoff: Option<NodeGroup>,
 }
 
-fn now() -> Instant {
+pub(super) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
@@ -153,11 +221,14 @@ impl<N: Association, C: Connector> Driver<N, C> {
         registered: Registered,
     ) -> Self {
         let config = shared.config();
-        let cap = config.queue.max(1);
+        let cap = Cap {
+            messages: config.queue.max(1),
+            bytes: config.queue_bytes.max(1),
+        };
         let first_deadline = Some(now() + config.first_message_timeout);
         Driver {
             session: Session::new(config.session.clone()),
-            node: Leg::new(node, cap),
+            node: Leg::new(node),
             legs: Vec::with_capacity(2),
             connecting: None,
             requested: None,
@@ -169,10 +240,27 @@ impl<N: Association, C: Connector> Driver<N, C> {
             first_deadline,
             closing: None,
             reported_in_flight: (None, 0),
+            reported_queued: Queued::default(),
+            paused: [None, None],
             cap,
             registered,
+            handoff: None,
             shared,
         }
+    }
+
+    /// Hand the node leg and its cached E2 Setup Request to the router-mode
+    /// driver (nothing was sent to a backend yet).
+    fn into_router(self, group: NodeGroup, setup: Message) -> RouterDriver<N, C> {
+        RouterDriver::new(
+            self.node,
+            setup,
+            group,
+            self.shared,
+            self.cancel,
+            self.registered,
+            self.cap,
+        )
     }
 
     fn leg(&self, id: BackendId) -> Option<&BackendLeg<C::Assoc>> {
@@ -182,6 +270,9 @@ impl<N: Association, C: Connector> Driver<N, C> {
     async fn drive(&mut self) {
         loop {
             self.drain_session();
+            if self.handoff.is_some() {
+                return;
+            }
             if let Some((_, deadline)) = self.closing {
                 if self.queues_empty() || now() >= deadline {
                     return;
@@ -192,6 +283,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
             // Sampled after the flush, before the new input is handled.
             self.report_in_flight();
             let t = now();
+            self.account_queues();
             match io {
                 Io::Node(Ok(Some(m))) => {
                     self.first_deadline = None;
@@ -220,22 +312,31 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 Io::SendFailed(Peer::Node, e) => {
                     self.transport_error(Side::Node, &e);
                     self.node.eof = true;
-                    self.shared
-                        .metrics
-                        .dropped(Peer::Node, self.node.queue.len());
-                    self.node.queue.clear();
+                    let unsent = self.node.take_queue();
+                    self.shared.metrics.dropped(Peer::Node, unsent.len());
                     self.session.node_closed();
                 }
                 Io::SendFailed(Peer::Backend(id), e) => {
                     self.transport_error(Side::Backend, &e);
                     self.leg_ended(t, id);
                 }
-                Io::Connected(Purpose::Setup, Some((member, assoc, placement))) => {
+                Io::Connected(Purpose::Setup, Ok((member, assoc, placement))) => {
                     let id = self.add_leg(member, assoc, placement);
                     self.set_record_backend(Some(id));
                     self.session.backend_attached(t, id);
                 }
-                Io::Connected(Purpose::Setup, None) => {
+                Io::Connected(Purpose::Setup, Err(Unplaced::Paced(retry_in))) => {
+                    let ttw = TimeToWait::at_least(retry_in);
+                    debug!(retry_in_ms = retry_in.as_millis() as u64, time_to_wait = ?ttw,
+                           "every backend is beyond its E2 Setup pace: answering E2 Setup Failure with TimeToWait");
+                    self.shared
+                        .metrics
+                        .setups_paced
+                        .with_label_values(&["time_to_wait"])
+                        .inc();
+                    self.session.setup_paced(t, ttw);
+                }
+                Io::Connected(Purpose::Setup, Err(Unplaced::NoBackend)) => {
                     warn!("no backend could take the node: answering E2 Setup Failure with TimeToWait");
                     self.shared
                         .metrics
@@ -244,7 +345,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
                         .inc();
                     self.session.no_backend(t);
                 }
-                Io::Connected(Purpose::Target, Some((member, assoc, placement))) => {
+                Io::Connected(Purpose::Target, Ok((member, assoc, placement))) => {
                     let id = self.add_leg(member, assoc, placement);
                     if let Err(e) = self.session.migrate_to(t, id) {
                         self.close_leg(id);
@@ -255,7 +356,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
                         info!(target = %id, "re-homing: E2 Setup replayed to the target");
                     }
                 }
-                Io::Connected(Purpose::Target, None) => {
+                Io::Connected(Purpose::Target, Err(_)) => {
                     warn!("re-homing: no backend could be connected as a target");
                     self.shared
                         .metrics
@@ -295,11 +396,24 @@ impl<N: Association, C: Connector> Driver<N, C> {
     }
 
     fn on_command(&mut self, c: Command) {
-        let Command::Migrate {
-            target,
-            reason,
-            reply,
-        } = c;
+        let (target, reason, reply) = match c {
+            Command::Migrate {
+                target,
+                reason,
+                reply,
+            } => (target, reason, reply),
+            // Router-mode requests: this node is in association mode.
+            Command::RouterView { reply } => {
+                let _ = reply.send(None);
+                return;
+            }
+            Command::MoveSubscription { reply, .. } => {
+                let _ = reply.send(Err(
+                    "the node is in association mode: move the association instead".into(),
+                ));
+                return;
+            }
+        };
         let refuse = |reply: Option<oneshot::Sender<MoveOutcome>>, why: &str| {
             if let Some(r) = reply {
                 let _ = r.send(MoveOutcome::Refused {
@@ -326,7 +440,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
             // The source does not answer its probes: treat it as failed. What
             // was queued for it is routed again; the session asks for a target.
             if let Some((attached, mut leg)) = self.take_leg(current) {
-                let unsent: Vec<Message> = leg.queue.drain(..).collect();
+                let unsent = leg.take_queue();
                 self.set_record_backend(None);
                 let timeout = self.shared.config().drain_timeout;
                 tokio::spawn(async move {
@@ -340,7 +454,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
         let shared = self.shared.clone();
         let fut: Connecting<C::Assoc> = match target {
             Some(t) => Box::pin(connect_to(shared, node, t)),
-            None => Box::pin(connect_some(shared, node, vec![current])),
+            None => Box::pin(connect_some(shared, node, vec![current], Purpose::Target)),
         };
         self.connecting = Some((Purpose::Target, fut));
     }
@@ -392,24 +506,28 @@ impl<N: Association, C: Connector> Driver<N, C> {
         if self.closing.is_none() {
             // Node messages go to the current backend or the migration target
             // (a released source is owed only answers).
-            let (current, target) = (self.session.backend(), self.session.migration_target());
-            let room_to_backend = self
-                .legs
-                .iter()
-                .filter(|b| Some(b.attached.id) == current || Some(b.attached.id) == target)
-                .all(|b| b.leg.queue.len() < self.cap);
-            if !self.node.eof && room_to_backend && self.session.wants_node_input() {
+            let node_wanted = !self.node.eof && self.session.wants_node_input();
+            let room_to_backend = self.room_to_backend();
+            let room_to_node = self.node.has_room(self.cap);
+            self.note_paused([
+                node_wanted && !room_to_backend,
+                !room_to_node && self.legs.iter().any(|b| !b.leg.eof),
+            ]);
+            if node_wanted && room_to_backend {
                 if let Poll::Ready(r) = self.node.assoc.poll_recv(cx) {
                     return Poll::Ready(Io::Node(r));
                 }
             }
-            if self.node.queue.len() < self.cap {
+            if room_to_node {
                 for b in self.legs.iter_mut().filter(|b| !b.leg.eof) {
                     if let Poll::Ready(r) = b.leg.assoc.poll_recv(cx) {
                         return Poll::Ready(Io::Backend(b.attached.id, r));
                     }
                 }
             }
+        } else {
+            // Closing: nothing is read any more, for another reason.
+            self.note_paused([false, false]);
         }
         if self.armed.is_some() && self.sleep.as_mut().poll(cx).is_ready() {
             self.armed = None;
@@ -419,6 +537,91 @@ impl<N: Association, C: Connector> Driver<N, C> {
             return Poll::Ready(Io::Cancelled);
         }
         Poll::Pending
+    }
+
+    /// Whether the legs node messages go to (the current backend, or the
+    /// migration target; a released source is owed only answers) have room.
+    fn room_to_backend(&self) -> bool {
+        let (current, target) = (self.session.backend(), self.session.migration_target());
+        self.legs
+            .iter()
+            .filter(|b| Some(b.attached.id) == current || Some(b.attached.id) == target)
+            .all(|b| b.leg.has_room(self.cap))
+    }
+
+    /// Whether reading [the node, the backends] is held back by a full queue
+    /// towards the other side, as seen each time the legs are polled: count
+    /// the pauses (`e2lb_backpressure_total`, `..._seconds_total`). The clock
+    /// is read only when a side pauses or resumes.
+    fn note_paused(&mut self, paused: [bool; 2]) {
+        if paused == [self.paused[0].is_some(), self.paused[1].is_some()] {
+            return;
+        }
+        let t = now();
+        for (i, side) in ["node", "backend"].into_iter().enumerate() {
+            self.set_paused(i, side, paused[i].then_some(t), t);
+        }
+    }
+
+    /// Publish the queue figures. Cheap: the gauges move only when a figure changes.
+    fn account_queues(&mut self) {
+        let mut q = Queued {
+            node: [self.node.queue.len() as i64, self.node.bytes as i64],
+            held: self.session.held() as i64,
+            ..Queued::default()
+        };
+        for b in &self.legs {
+            q.backend[0] += b.leg.queue.len() as i64;
+            q.backend[1] += b.leg.bytes as i64;
+        }
+        self.report_queued(q);
+    }
+
+    fn set_paused(&mut self, i: usize, side: &str, since: Option<Instant>, t: Instant) {
+        let m = &self.shared.metrics;
+        match (self.paused[i], since) {
+            (None, Some(_)) => {
+                debug!(side, "queue full: not reading this side (back-pressure)");
+                m.backpressure.with_label_values(&[side]).inc();
+                self.paused[i] = since;
+            }
+            (Some(from), None) => {
+                m.backpressure_seconds
+                    .with_label_values(&[side])
+                    .inc_by(t.saturating_duration_since(from).as_secs_f64());
+                self.paused[i] = None;
+            }
+            _ => {}
+        }
+    }
+
+    fn report_queued(&mut self, q: Queued) {
+        let was = self.reported_queued;
+        if was == q {
+            return;
+        }
+        let m = &self.shared.metrics;
+        for (to, now, before) in [
+            ("node", q.node, was.node),
+            ("backend", q.backend, was.backend),
+        ] {
+            if now[0] != before[0] {
+                m.queued_messages
+                    .with_label_values(&[to])
+                    .add(now[0] - before[0]);
+            }
+            if now[1] != before[1] {
+                m.queued_bytes
+                    .with_label_values(&[to])
+                    .add(now[1] - before[1]);
+            }
+        }
+        if q.held != was.held {
+            m.queued_messages
+                .with_label_values(&["held"])
+                .add(q.held - was.held);
+        }
+        self.reported_queued = q;
     }
 
     fn queues_empty(&self) -> bool {
@@ -448,7 +651,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
             let len = t.msg.payload.len();
             let counter = match t.to {
                 Peer::Node => {
-                    self.node.queue.push_back(t.msg);
+                    self.node.push(t.msg);
                     self.legs
                         .iter()
                         .find(|b| Some(b.attached.id) == self.session.backend())
@@ -456,7 +659,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 }
                 Peer::Backend(id) => match self.legs.iter_mut().find(|b| b.attached.id == id) {
                     Some(b) => {
-                        b.leg.queue.push_back(t.msg);
+                        b.leg.push(t.msg);
                         Some(&b.attached.messages[0])
                     }
                     None => {
@@ -486,9 +689,15 @@ impl<N: Association, C: Connector> Driver<N, C> {
             Event::NeedBackend { node, tried } => {
                 tracing::Span::current().record("node", field::display(&node));
                 self.registered.record().set_node(node.to_string());
+                if let Some(group) = self.shared.config().router.group_for(&node) {
+                    self.handoff = Some(group.clone());
+                    return;
+                }
                 let shared = self.shared.clone();
-                self.connecting =
-                    Some((Purpose::Setup, Box::pin(connect_some(shared, node, tried))));
+                self.connecting = Some((
+                    Purpose::Setup,
+                    Box::pin(connect_some(shared, node, tried, Purpose::Setup)),
+                ));
             }
             Event::SetupComplete {
                 backend,
@@ -558,8 +767,10 @@ impl<N: Association, C: Connector> Driver<N, C> {
             }
             Event::NeedTarget { node, tried } => {
                 let shared = self.shared.clone();
-                self.connecting =
-                    Some((Purpose::Target, Box::pin(connect_some(shared, node, tried))));
+                self.connecting = Some((
+                    Purpose::Target,
+                    Box::pin(connect_some(shared, node, tried, Purpose::Target)),
+                ));
             }
             Event::MigrationSetUp { target, latency } => {
                 debug!(%target, latency_ms = latency.as_secs_f64() * 1e3,
@@ -657,7 +868,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
         };
         self.legs.push(BackendLeg {
             attached,
-            leg: Leg::new(assoc, self.cap),
+            leg: Leg::new(assoc),
         });
         self.shared.balance.nudge();
         id
@@ -712,7 +923,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
             return;
         };
         leg.eof = true;
-        let unsent: Vec<Message> = leg.queue.drain(..).collect();
+        let unsent = leg.take_queue();
         if Some(id) == self.session.backend() {
             self.set_record_backend(None);
         }
@@ -759,18 +970,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
     }
 
     fn transport_error(&self, side: Side, e: &Error) {
-        let kind = match e {
-            Error::TooLarge { .. } => "too_large",
-            Error::Lost(_) => "lost",
-            Error::Refused(_) => "refused",
-            _ => "io",
-        };
-        warn!(side = side.name(), error = %e, "association failed");
-        self.shared
-            .metrics
-            .transport_errors
-            .with_label_values(&[side.name(), kind])
-            .inc();
+        super::router::transport_error(&self.shared, side, e);
     }
 
     /// Close both legs gracefully.
@@ -808,6 +1008,11 @@ impl<N: Association, C: Connector> Driver<N, C> {
         if !self.node.eof {
             let _ = tokio::time::timeout(timeout, self.node.assoc.shutdown()).await;
         }
+        // Out of the gauges: what was left is counted as dropped above.
+        let t = now();
+        self.set_paused(0, "node", None, t);
+        self.set_paused(1, "backend", None, t);
+        self.report_queued(Queued::default());
         self.answer(MoveOutcome::Aborted {
             reason: "the association closed".into(),
         });
@@ -815,22 +1020,77 @@ impl<N: Association, C: Connector> Driver<N, C> {
     }
 }
 
-/// Connect to backend `target` for `node` (a planned move).
+/// Connect to backend `target` for `node` (a planned move; it waits for
+/// its slot in the target's E2 Setup pace).
 async fn connect_to<C: Connector>(
     shared: Arc<Shared<C>>,
     node: NodeId,
     target: BackendId,
-) -> Option<(Arc<Member>, C::Assoc, Placement)> {
-    let (m, placement) = shared.pool.place(&node, &[], |exclude| {
-        (!exclude.contains(&target)).then_some(target)
-    })?;
-    let a = open(&shared, &m).await?;
-    Some((m, a, placement))
+) -> Placed<C::Assoc> {
+    let (m, placement) = shared
+        .pool
+        .place(&node, &[], |exclude| {
+            (!exclude.contains(&target)).then_some(target)
+        })
+        .ok_or(Unplaced::NoBackend)?;
+    // A migration target always gets its slot (never refused).
+    let _ = pace(&shared, &m, Purpose::Target).await;
+    let a = open(&shared, &m).await.ok_or(Unplaced::NoBackend)?;
+    Ok((m, a, placement))
+}
+
+/// Take a slot in backend `m`'s E2 Setup pace (DESIGN: a backend loss or an
+/// e2lb restart must not become a reconnect storm). A node's own setup waits
+/// at most `setup_wait_max` (`Err(earliest)`: refused, nothing reserved;
+/// its slot would have come after `earliest`); a re-homing or a migration
+/// always waits for its slot (the node must not notice, and giving up would
+/// close it). Logged with its inputs, counted.
+/// A router-mode pod's E2 Setup takes its slot in the pace like a re-homing
+/// (it waits: the node is already being answered by the other pods).
+pub(super) async fn pace_wait<C: Connector>(shared: &Shared<C>, m: &Member) {
+    let _ = pace(shared, m, Purpose::Target).await;
+}
+
+async fn pace<C: Connector>(
+    shared: &Shared<C>,
+    m: &Member,
+    purpose: Purpose,
+) -> Result<(), Duration> {
+    let config = shared.config();
+    let p = config.setup_pace;
+    if p.is_unpaced() {
+        return Ok(());
+    }
+    let max_wait = (purpose == Purpose::Setup).then_some(config.setup_wait_max);
+    let (admit, tokens) = shared.pacer.admit(m.id(), p, now(), max_wait);
+    let metrics = &shared.metrics;
+    match admit {
+        Admit::Now => Ok(()),
+        Admit::Wait(wait) => {
+            debug!(backend = %m.name(), ?purpose, rate = p.rate, burst = p.burst, tokens,
+                   wait_ms = wait.as_secs_f64() * 1e3, "E2 Setup paced: waiting for its slot");
+            let outcome = match purpose {
+                Purpose::Setup => "waited",
+                Purpose::Target => "rehome_waited",
+            };
+            metrics.setups_paced.with_label_values(&[outcome]).inc();
+            metrics.setup_pace_wait.observe(wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
+            Ok(())
+        }
+        Admit::Refuse { earliest } => {
+            debug!(backend = %m.name(), rate = p.rate, burst = p.burst, tokens,
+                   max_wait_ms = config.setup_wait_max.as_secs_f64() * 1e3,
+                   slot_in_ms = earliest.as_secs_f64() * 1e3,
+                   "E2 Setup paced: no slot within setup_wait_max on this backend");
+            Err(earliest)
+        }
+    }
 }
 
 /// Open an association to backend `m` within the connect time-out; a
 /// failure is logged and counted.
-async fn open<C: Connector>(shared: &Shared<C>, m: &Member) -> Option<C::Assoc> {
+pub(super) async fn open<C: Connector>(shared: &Shared<C>, m: &Member) -> Option<C::Assoc> {
     let (name, addr) = (m.name(), m.backend.addr);
     match tokio::time::timeout(
         shared.config().connect_timeout,
@@ -855,15 +1115,34 @@ async fn open<C: Connector>(shared: &Shared<C>, m: &Member) -> Option<C::Assoc> 
 
 /// Connect to a backend chosen by the balancer, skipping `tried` and the
 /// backends that already hold this node (DESIGN §2b); a backend that does not
-/// answer is added to `tried` and the balancer asked again.
+/// answer is added to `tried` and the balancer asked again. Each pick takes a
+/// slot in the backend's E2 Setup pace ([`pace`]); a backend with no slot
+/// soon enough for a node's setup is skipped, and when every backend is
+/// skipped that way the node is told when to come back
+/// ([`Unplaced::Paced`]: E2 Setup Failure with TimeToWait).
 async fn connect_some<C: Connector>(
     shared: Arc<Shared<C>>,
     node: NodeId,
     mut tried: Vec<BackendId>,
-) -> Option<(Arc<Member>, C::Assoc, Placement)> {
+    purpose: Purpose,
+) -> Placed<C::Assoc> {
+    // The backend whose slot comes soonest among those skipped for the pace.
+    let mut paced: Option<(BackendId, Duration)> = None;
     loop {
         let Some((m, placement, _pick)) = shared.balance.place(&shared.pool, &node, &tried, now())
         else {
+            if let Some((backend, earliest)) = paced {
+                let retry_in =
+                    shared
+                        .pacer
+                        .promise(backend, shared.config().setup_pace, now(), earliest);
+                let t = std::time::Instant::now();
+                if let Some(suppressed) = shared.paced_log.check(t) {
+                    warn!(retry_in_ms = retry_in.as_millis() as u64, suppressed,
+                          "E2 Setups paced: every backend is beyond its setup rate; nodes are told to come back (one line per 10 s)");
+                }
+                return Err(Unplaced::Paced(retry_in));
+            }
             let holding = shared.pool.holding(&node);
             if !holding.is_empty() {
                 warn!(
@@ -876,11 +1155,21 @@ async fn connect_some<C: Connector>(
                     .with_label_values(&["duplicate_node"])
                     .inc();
             }
-            return None;
+            return Err(Unplaced::NoBackend);
         };
+        if let Err(earliest) = pace(&shared, &m, purpose).await {
+            // Only a node's own setup is refused: try the next backend; the
+            // soonest slot over those skipped decides when it comes back.
+            if paced.is_none_or(|(_, e)| earliest < e) {
+                paced = Some((m.id(), earliest));
+            }
+            tried.push(m.id());
+            drop(placement);
+            continue;
+        }
         shared.metrics.picks.with_label_values(&[m.name()]).inc();
         if let Some(a) = open(&shared, &m).await {
-            return Some((m, a, placement));
+            return Ok((m, a, placement));
         }
         tried.push(m.id());
     }

@@ -2,8 +2,8 @@
 //! into plain handles, so the data path never looks a label up.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 use crate::e2ap::ids::procedure::RIC_SUBSCRIPTION_AUDIT;
@@ -54,12 +54,31 @@ pub struct Metrics {
     pub dropped: IntCounterVec,
     /// Re-homings started because a backend leg failed.
     pub rehomes: IntCounter,
+    /// Router mode: nodes shared by several pods now.
+    pub router_nodes: IntGauge,
+    /// Router mode: pod E2 Setups by outcome (accepted, rejected, timeout, connect_failed, closed, lost).
+    pub router_pod_setups: IntCounterVec,
+    /// Router mode: subscription routing events by outcome.
+    pub router_subscriptions: IntCounterVec,
     /// Migrations by kind (planned, unhealthy, failover), outcome and reason.
     pub migrations: IntCounterVec,
     pub migration_duration: Histogram,
     pub migration_setup_latency: Histogram,
     pub subscriptions_adopted: IntCounter,
     pub subscriptions_dropped: IntCounter,
+    /// Associations refused at accept, by reason (max_associations, not_allowed).
+    pub refused: IntCounterVec,
+    /// Times e2lb stopped reading a side because the queue towards the other was full.
+    pub backpressure: IntCounterVec,
+    /// Time spent not reading a side for that reason.
+    pub backpressure_seconds: CounterVec,
+    /// Messages / payload bytes e2lb holds now, by the leg they are for.
+    pub queued_messages: IntGaugeVec,
+    pub queued_bytes: IntGaugeVec,
+    /// E2 Setups that met the per-backend pace, by outcome.
+    pub setups_paced: IntCounterVec,
+    /// Time setups waited for their slot.
+    pub setup_pace_wait: Histogram,
 }
 
 fn dir_index(to: Peer) -> usize {
@@ -239,8 +258,87 @@ impl Metrics {
             "e2lb_subscriptions_dropped_total",
             "Node subscriptions no migration target took over in time (deleted at the node)",
         )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "e2lb_associations_refused_total",
+                "E2 node associations refused at accept, by reason (max_associations, not_allowed)",
+            ),
+            &["reason"],
+        )?;
+        let backpressure = IntCounterVec::new(
+            Opts::new(
+                "e2lb_backpressure_total",
+                "Times e2lb stopped reading a side (node, backend) because the queue towards the other side was full",
+            ),
+            &["side"],
+        )?;
+        let backpressure_seconds = CounterVec::new(
+            Opts::new(
+                "e2lb_backpressure_seconds_total",
+                "Time e2lb did not read a side (node, backend) because the queue towards the other side was full",
+            ),
+            &["side"],
+        )?;
+        let queued_messages = IntGaugeVec::new(
+            Opts::new(
+                "e2lb_queued_messages",
+                "Messages e2lb holds now, by the leg they are for (node, backend; held: node messages waiting for a re-homing target)",
+            ),
+            &["to"],
+        )?;
+        let queued_bytes = IntGaugeVec::new(
+            Opts::new(
+                "e2lb_queued_bytes",
+                "Payload bytes queued in e2lb now, by the leg they are for (node, backend)",
+            ),
+            &["to"],
+        )?;
+        let setups_paced = IntCounterVec::new(
+            Opts::new(
+                "e2lb_setups_paced_total",
+                "E2 Setups that met the per-backend pace: waited (for a slot), time_to_wait (every backend too far behind: E2 Setup Failure with TimeToWait), rehome_waited (a re-homing or migration waited)",
+            ),
+            &["outcome"],
+        )?;
+        let setup_pace_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "e2lb_setup_pace_wait_seconds",
+                "Time an E2 Setup (or a re-homing's replayed setup) waited for its slot in the backend's pace",
+            )
+            .buckets(vec![
+                0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+        )?;
+        let router_nodes = IntGauge::new(
+            "e2lb_router_nodes",
+            "E2 nodes served in router mode (one association shared by several pods) now",
+        )?;
+        let router_pod_setups = IntCounterVec::new(
+            Opts::new(
+                "e2lb_router_pod_setups_total",
+                "Router mode: a pod's E2 Setup for a shared node, by outcome (accepted, rejected, timeout, connect_failed, closed; lost: a set-up pod's association ended)",
+            ),
+            &["outcome"],
+        )?;
+        let router_subscriptions = IntCounterVec::new(
+            Opts::new(
+                "e2lb_router_subscriptions_total",
+                "Router mode: subscription events (added, merged, removed, deleted: by e2lb at the node, owner gone; moved, move_started, move_refused, move_aborted)",
+            ),
+            &["outcome"],
+        )?;
         for c in [
             Box::new(fwd) as Box<dyn prometheus::core::Collector>,
+            Box::new(router_nodes.clone()),
+            Box::new(router_pod_setups.clone()),
+            Box::new(router_subscriptions.clone()),
+            Box::new(refused.clone()),
+            Box::new(backpressure.clone()),
+            Box::new(backpressure_seconds.clone()),
+            Box::new(queued_messages.clone()),
+            Box::new(queued_bytes.clone()),
+            Box::new(setups_paced.clone()),
+            Box::new(setup_pace_wait.clone()),
             Box::new(rehomes.clone()),
             Box::new(migrations.clone()),
             Box::new(migration_duration.clone()),
@@ -286,11 +384,21 @@ impl Metrics {
             picks,
             dropped,
             rehomes,
+            router_nodes,
+            router_pod_setups,
+            router_subscriptions,
             migrations,
             migration_duration,
             migration_setup_latency,
             subscriptions_adopted,
             subscriptions_dropped,
+            refused,
+            backpressure,
+            backpressure_seconds,
+            queued_messages,
+            queued_bytes,
+            setups_paced,
+            setup_pace_wait,
         })
     }
 

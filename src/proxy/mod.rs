@@ -9,15 +9,27 @@
 //!
 //! A node whose source address is outside `[proxy] allow` ([`AllowList`]) is
 //! refused at accept, before anything is read from it, and counted
-//! (`e2lb_association_closes_total{reason="not_allowed"}`).
+//! (`e2lb_association_closes_total{reason="not_allowed"}`). So is a node
+//! beyond `[proxy] max_associations` ([`admit`]); E2 Setups towards each
+//! backend are paced ([`pace`]).
+//!
+//! Overload policy (README "Overload"): every queue is bounded. Each
+//! direction of an association queues at most `queue` messages and
+//! `queue_bytes` bytes (one message may cross the byte bound); when the queue
+//! towards a leg is full, e2lb stops reading the other leg, so the sender's
+//! SCTP receive window closes and it slows down — nothing is dropped, and the
+//! pauses are counted (`e2lb_backpressure_total`, `..._seconds_total`).
 //!
 //! Shutdown is injected (mini-redis style): when the `shutdown` future
 //! completes, the listener stops, every association closes gracefully after
 //! flushing what it holds, and `serve` returns once all of them are done.
 
+pub mod admit;
 pub mod allow;
 mod assoc;
 pub mod metrics;
+pub mod pace;
+mod router;
 pub mod table;
 
 use std::future::Future;
@@ -32,8 +44,10 @@ use crate::balance::live::{BalanceSettings, LiveBalancer, LiveError};
 use crate::balance::Pool;
 use crate::session::SessionConfig;
 use crate::transport::{Association, Connector, Listener};
+use admit::{Admission, Throttle};
 pub use allow::AllowList;
 pub use metrics::Metrics;
+pub use pace::{Pace, Pacer};
 pub use table::AssocTable;
 
 /// Proxy knobs (from the `[proxy]` configuration section).
@@ -42,6 +56,9 @@ pub struct ProxyConfig {
     pub session: SessionConfig,
     /// Messages queued per direction of one association before reading stops.
     pub queue: usize,
+    /// Payload bytes queued per direction of one association before reading
+    /// stops (the message that crosses it is still queued).
+    pub queue_bytes: usize,
     /// Time allowed to open an association to a backend.
     pub connect_timeout: Duration,
     /// Time allowed to flush queued messages when an association closes.
@@ -52,6 +69,13 @@ pub struct ProxyConfig {
     pub max_associations: usize,
     /// Source networks nodes may connect from (others are refused on accept).
     pub allow: AllowList,
+    /// E2 Setups per second (and burst) towards each backend.
+    pub setup_pace: Pace,
+    /// Longest a node's setup waits for its slot before it is answered
+    /// E2 Setup Failure with TimeToWait (re-homing always waits).
+    pub setup_wait_max: Duration,
+    /// Router mode: which nodes are shared by several pods, and how.
+    pub router: Arc<crate::router::group::RouterSettings>,
 }
 
 impl Default for ProxyConfig {
@@ -59,11 +83,18 @@ impl Default for ProxyConfig {
         ProxyConfig {
             session: SessionConfig::default(),
             queue: 256,
+            queue_bytes: 1 << 20,
             connect_timeout: Duration::from_secs(3),
             drain_timeout: Duration::from_secs(5),
             first_message_timeout: Duration::from_secs(30),
             max_associations: 10_000,
             allow: AllowList::any(),
+            setup_pace: Pace {
+                rate: 100.0,
+                burst: 50,
+            },
+            setup_wait_max: Duration::from_secs(1),
+            router: Arc::default(),
         }
     }
 }
@@ -78,6 +109,10 @@ pub struct Shared<C> {
     pub connector: C,
     pub metrics: Arc<Metrics>,
     pub associations: Arc<AssocTable>,
+    /// E2 Setup pace per backend.
+    pub pacer: Pacer,
+    /// Rate limit of the "setup paced" warning.
+    pub(crate) paced_log: Throttle,
 }
 
 impl<C> Shared<C> {
@@ -128,6 +163,8 @@ impl<C> Shared<C> {
             connector,
             metrics,
             associations: Arc::new(AssocTable::new()),
+            pacer: Pacer::new(),
+            paced_log: Throttle::new(Duration::from_secs(10)),
         })
     }
 }
@@ -143,9 +180,8 @@ pub async fn serve<L, C>(
 {
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
-    let limit = Arc::new(tokio::sync::Semaphore::new(
-        shared.config().max_associations,
-    ));
+    let admission = Admission::new();
+    let refused_log = Throttle::new(Duration::from_secs(10));
     info!(listen = %listener.local_addr(), backends = shared.pool.len(), "e2lb proxy serving");
     if !shared.config().allow.is_any() {
         info!(allow = ?shared.config().allow.nets(), "E2 node sources restricted to proxy.allow");
@@ -160,13 +196,19 @@ pub async fn serve<L, C>(
                     if !shared.config().allow.permits(peer.ip()) {
                         // Refused before anything is read from it.
                         warn!(%peer, "association refused: source not in proxy.allow");
+                        shared.metrics.refused.with_label_values(&["not_allowed"]).inc();
                         shared.metrics.closes.with_label_values(&["not_allowed"]).inc();
                         drop(node);
                         continue;
                     }
-                    let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        warn!(peer = %node.info().peer, max = shared.config().max_associations,
-                              "association refused: maximum associations reached");
+                    let max = shared.config().max_associations;
+                    let Some(slot) = admission.try_admit(max) else {
+                        // Closed before anything is read; the others are untouched.
+                        if let Some(suppressed) = refused_log.check(std::time::Instant::now()) {
+                            warn!(%peer, open = admission.open(), max, suppressed,
+                                  "association refused: proxy.max_associations reached (one line per 10 s)");
+                        }
+                        shared.metrics.refused.with_label_values(&["max_associations"]).inc();
                         shared.metrics.closes.with_label_values(&["admission_limit"]).inc();
                         drop(node);
                         continue;
@@ -175,7 +217,7 @@ pub async fn serve<L, C>(
                     let cancel = cancel.child_token();
                     tracker.spawn(async move {
                         assoc::run(node, shared, cancel).await;
-                        drop(permit);
+                        drop(slot);
                     });
                 }
                 Err(e) => {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::e2ap::RicRequestId;
 use crate::session::BackendId;
 use crate::transport::AssocInfo;
 
@@ -62,6 +63,19 @@ pub enum Command {
         reason: MoveReason,
         reply: Option<oneshot::Sender<MoveOutcome>>,
     },
+    /// Router mode: the pods attached and the subscription table (`None`:
+    /// the association is in association mode).
+    RouterView {
+        reply: oneshot::Sender<Option<serde_json::Value>>,
+    },
+    /// Router mode: hand node-side subscription `node_id` over to pod `to`
+    /// (adopted when that pod's xApp subscribes alike). Replies with the pod
+    /// it moves from, or why not.
+    MoveSubscription {
+        node_id: RicRequestId,
+        to: BackendId,
+        reply: oneshot::Sender<Result<Option<String>, String>>,
+    },
 }
 
 /// One E2 node association as the admin API shows it.
@@ -76,6 +90,8 @@ pub struct AssocRecord {
     pub accepted_wall: SystemTime,
     node: Mutex<Option<String>>,
     backend: Mutex<Option<String>>,
+    /// Router mode: the pods the node is shared by.
+    pods: Mutex<Option<Vec<String>>>,
     backend_id: AtomicU32,
     in_flight: AtomicI64,
     /// Node → RIC messages and bytes relayed (a load weight for the planner).
@@ -142,6 +158,17 @@ impl AssocRecord {
         self.backend.lock().ok().and_then(|b| b.clone())
     }
 
+    /// Router mode: the pods the node is shared by (`None`: association mode).
+    pub fn pods(&self) -> Option<Vec<String>> {
+        self.pods.lock().ok().and_then(|p| p.clone())
+    }
+
+    pub fn set_pods(&self, pods: Option<Vec<String>>) {
+        if let Ok(mut p) = self.pods.lock() {
+            *p = pods;
+        }
+    }
+
     pub fn set_in_flight(&self, n: i64) {
         self.in_flight.store(n, Ordering::Relaxed);
     }
@@ -202,6 +229,7 @@ impl AssocTable {
             accepted_wall: SystemTime::now(),
             node: Mutex::new(None),
             backend: Mutex::new(None),
+            pods: Mutex::new(None),
             backend_id: AtomicU32::new(u32::MAX),
             in_flight: AtomicI64::new(0),
             messages: AtomicU64::new(0),

@@ -415,6 +415,9 @@ pub struct Router {
     /// node may still hold them, so they are never handed out again (the
     /// oldest are forgotten beyond `RESERVED_MAX`).
     reserved: VecDeque<RicRequestId>,
+    /// What set-up pods sent before the node got its merged E2 Setup
+    /// Response (their xApps subscribe at once): replayed after it.
+    early: VecDeque<(BackendId, Message)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: RouterStats,
@@ -477,6 +480,7 @@ impl Router {
             fanouts: HashMap::new(),
             held: VecDeque::new(),
             reserved: VecDeque::new(),
+            early: VecDeque::new(),
             transmits: VecDeque::with_capacity(16),
             events: VecDeque::with_capacity(8),
             stats: RouterStats::default(),
@@ -1055,6 +1059,13 @@ impl Router {
                 PduKind::Initiating => self.pod_request(now, pod, &env, &msg),
                 _ => self.pod_answer(now, pod, &env, &msg),
             },
+            Some(PodState::Up) if matches!(self.phase, Phase::Setup { .. }) => {
+                if self.early.len() < self.config.buffer {
+                    self.early.push_back((pod, msg));
+                } else {
+                    self.undeliverable(1);
+                }
+            }
             _ => self.stats.stale_from_pod += 1,
         }
     }
@@ -1204,6 +1215,10 @@ impl Router {
             rejected,
             latency: now.saturating_duration_since(started),
         });
+        for (pod, m) in std::mem::take(&mut self.early) {
+            self.stats.from_pods = self.stats.from_pods.saturating_sub(1);
+            self.handle_pod(now, pod, m);
+        }
     }
 
     /// No pod accepted: the node hears the first rejection, or TimeToWait.
@@ -1233,6 +1248,11 @@ impl Router {
         }
         for p in std::mem::take(&mut self.pods) {
             self.events.push_back(Event::ReleasePod { pod: p.id });
+        }
+        let early = self.early.len();
+        self.early.clear();
+        if early > 0 {
+            self.undeliverable(early);
         }
         self.phase = Phase::AwaitSetup;
         self.events.push_back(Event::SetupFailed { time_to_wait });

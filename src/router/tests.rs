@@ -273,6 +273,32 @@ fn setup_goes_to_every_pod_and_the_node_gets_one_merged_answer() {
 }
 
 #[test]
+fn what_a_pod_sends_before_the_node_is_answered_is_replayed_after() {
+    let t = Instant::now();
+    let mut r = Router::new(config());
+    r.handle_node(t, msg(setup_request()));
+    r.pods_chosen(t, &[P0, P1]);
+    r.pod_attached(t, P0);
+    r.pod_attached(t, P1);
+    drain(&mut r);
+    r.handle_pod(t, P0, msg(setup_response(5, &[(1, 1), (3, 1)], &[])));
+    // P0's xApp subscribes at once; the node has no setup response yet.
+    r.handle_pod(t, P0, msg(sub_request(rid(10, 1), b"a")));
+    assert!(drain(&mut r).is_empty());
+    r.handle_pod(t, P1, msg(setup_response(5, &[(1, 1), (3, 1)], &[])));
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        (out[0].procedure, out[0].kind),
+        (procedure::E2_SETUP, PduKind::Successful)
+    );
+    assert_eq!(
+        (out[1].procedure, id_of(&out[1])),
+        (procedure::RIC_SUBSCRIPTION, Some(rid(10, 1)))
+    );
+}
+
+#[test]
 fn a_function_rejected_by_every_pod_is_rejected() {
     let rej = Cause::RicRequest(g::CauseRICrequest::RAN_FUNCTION_ID_INVALID);
     let merged = merge::setup_responses(&[

@@ -13,7 +13,9 @@
 //! A run lasts [`NodeSimConfig::duration`]; then sending stops, associations
 //! stay open [`NodeSimConfig::drain`] long so in-flight messages arrive, and
 //! close with a graceful SHUTDOWN. A failed association is re-opened with
-//! exponential back-off and a fresh E2 Setup (counted in `reconnects`).
+//! exponential back-off and a fresh E2 Setup (counted in `reconnects`); after
+//! an E2 Setup Failure carrying a TimeToWait the node waits exactly that long
+//! instead (E2AP §8.3.1.3: at least the indicated time).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -239,6 +241,7 @@ pub async fn run_nodes<C: Connector>(
             templates: templates.clone(),
             sent_base: 0,
             bytes_base: 0,
+            time_to_wait: None,
         };
         set.spawn(node.run());
     }
@@ -289,6 +292,19 @@ pub async fn run_nodes<C: Connector>(
 
 const MAX_SAMPLES: usize = 8;
 
+/// The TimeToWait of an E2 Setup Failure, if it has one:
+/// `ENUMERATED { v1s, v2s, v5s, v10s, v20s, v60s, ... }` in APER (extension
+/// bit, then 3 bits).
+fn time_to_wait(env: &Envelope<'_>) -> Option<Duration> {
+    let ie = env.find(crate::e2ap::ids::ie::TIME_TO_WAIT)?;
+    match env.value(&ie)? {
+        [b, ..] if b & 0x80 == 0 => {
+            crate::session::TimeToWait::from_code((b >> 4) & 0x7).map(|t| t.duration())
+        }
+        _ => None,
+    }
+}
+
 fn push_sample(v: &mut Vec<String>, e: String) {
     if !v.contains(&e) {
         if v.len() >= MAX_SAMPLES {
@@ -328,6 +344,8 @@ struct Node<C> {
     templates: Templates,
     /// Pump counters already added to the totals (per association).
     sent_base: u64,
+    /// TimeToWait of the last E2 Setup Failure (the next retry waits that long).
+    time_to_wait: Option<Duration>,
     bytes_base: u64,
 }
 
@@ -429,7 +447,8 @@ impl<C: Connector> Node<C> {
             match ended {
                 Ended::Finished => break,
                 Ended::Retry => {
-                    let wake = (Instant::now() + backoff).min(self.end());
+                    let wait = self.time_to_wait.take().unwrap_or(backoff);
+                    let wake = (Instant::now() + wait).min(self.end());
                     tokio::select! {
                         _ = tokio::time::sleep_until(wake) => {}
                         _ = self.live.stop.cancelled() => break,
@@ -556,6 +575,7 @@ impl<C: Connector> Node<C> {
                     match env.kind() {
                         PduKind::Successful => return Some(true),
                         PduKind::Unsuccessful => {
+                            self.time_to_wait = time_to_wait(&env);
                             self.error("E2 Setup Failure".to_owned());
                             return Some(false);
                         }

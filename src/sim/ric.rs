@@ -46,6 +46,10 @@ pub struct RicSimConfig {
     pub ric_id: u32,
     /// RICrequestID requestor of every subscription and control this RIC sends.
     pub requestor_id: u16,
+    /// Number RICrequestIDs per association from 1 (else one counter for
+    /// the whole RIC): RICs configured alike then use the very same ids on
+    /// every node, colliding on purpose when they share it (router mode).
+    pub ids_per_association: bool,
     /// Time to answer an E2 Setup (and to send the subscriptions that follow).
     pub service_time: Duration,
     /// Subscribe to the RAN functions of every node after its E2 Setup.
@@ -71,6 +75,7 @@ impl Default for RicSimConfig {
             plmn: [0x00, 0xf1, 0x10],
             ric_id: 1,
             requestor_id: 1,
+            ids_per_association: false,
             service_time: Duration::from_millis(1),
             subscribe: true,
             subscribe_functions: None,
@@ -590,6 +595,7 @@ struct Conn {
     rtt: Histogram<u64>,
     since_merge: u32,
     clock_skewed: u64,
+    next_instance: u16,
 }
 
 /// Local histograms are merged into the shared ones every this many samples.
@@ -613,6 +619,19 @@ impl Conn {
             rtt: latency::histogram(),
             since_merge: 0,
             clock_skewed: 0,
+            next_instance: 1,
+        }
+    }
+
+    /// The next RICrequestID instance of this association (module doc of
+    /// `ids_per_association`).
+    fn instance(&mut self) -> u16 {
+        if self.shared.cfg.ids_per_association {
+            let i = self.next_instance;
+            self.next_instance = self.next_instance.wrapping_add(1);
+            i
+        } else {
+            self.shared.instance()
         }
     }
 
@@ -699,7 +718,7 @@ impl Conn {
         self.next_function = self.next_function.wrapping_add(1);
         let request = RicRequestId {
             requestor: self.shared.cfg.requestor_id,
-            instance: self.shared.instance(),
+            instance: self.instance(),
         };
         let sent = now_ns().to_be_bytes();
         let msg = build::ControlRequest {
@@ -963,7 +982,7 @@ impl Conn {
     fn subscribe(&mut self, ran_function: u16, due: Instant) {
         let request = RicRequestId {
             requestor: self.shared.cfg.requestor_id,
-            instance: self.shared.instance(),
+            instance: self.instance(),
         };
         let msg = build::SubscriptionRequest {
             request,
