@@ -431,6 +431,41 @@ fn time_to_wait_mapping() {
 }
 
 #[test]
+fn paced_setup_answers_failure_with_the_given_time_to_wait() {
+    let t0 = Instant::now();
+    let mut s = Session::new(SessionConfig::default());
+    s.handle_node(t0, msg(setup_request(1)));
+    events(&mut s);
+    s.setup_paced(t0, TimeToWait::V2s);
+    let out = transmits(&mut s);
+    assert_eq!(out.len(), 1);
+    let env = Envelope::parse(&out[0].msg.payload).unwrap();
+    assert_eq!(
+        (env.kind(), env.procedure_code()),
+        (PduKind::Unsuccessful, procedure::E2_SETUP)
+    );
+    let ttw = env.find(ie::TIME_TO_WAIT).unwrap();
+    assert_eq!(env.value(&ttw), Some(&[TimeToWait::V2s.code() << 4][..]));
+    assert!(!s.is_closed());
+    s.handle_node(t0, msg(setup_request(1)));
+    assert!(matches!(events(&mut s)[..], [Event::NeedBackend { .. }]));
+}
+
+#[test]
+fn time_to_wait_at_least_and_from_code() {
+    let ms = Duration::from_millis;
+    assert_eq!(TimeToWait::at_least(Duration::ZERO), TimeToWait::V1s);
+    assert_eq!(TimeToWait::at_least(ms(1000)), TimeToWait::V1s);
+    assert_eq!(TimeToWait::at_least(ms(1001)), TimeToWait::V2s);
+    assert_eq!(TimeToWait::at_least(ms(4200)), TimeToWait::V5s);
+    assert_eq!(TimeToWait::at_least(ms(61_000)), TimeToWait::V60s);
+    for t in [TimeToWait::V1s, TimeToWait::V20s, TimeToWait::V60s] {
+        assert_eq!(TimeToWait::from_code(t.code()), Some(t));
+    }
+    assert_eq!(TimeToWait::from_code(6), None);
+}
+
+#[test]
 fn duplicate_transaction_id_is_relayed_and_reported() {
     use crate::e2ap::build::ResetRequest;
     let t0 = Instant::now();
