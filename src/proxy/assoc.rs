@@ -1039,18 +1039,18 @@ async fn connect_to<C: Connector>(
     Ok((m, a, placement))
 }
 
-/// Take a slot in backend `m`'s E2 Setup pace (DESIGN: a backend loss or an
-/// e2lb restart must not become a reconnect storm). A node's own setup waits
-/// at most `setup_wait_max` (`Err(earliest)`: refused, nothing reserved;
-/// its slot would have come after `earliest`); a re-homing or a migration
-/// always waits for its slot (the node must not notice, and giving up would
-/// close it). Logged with its inputs, counted.
 /// A router-mode pod's E2 Setup takes its slot in the pace like a re-homing
 /// (it waits: the node is already being answered by the other pods).
 pub(super) async fn pace_wait<C: Connector>(shared: &Shared<C>, m: &Member) {
     let _ = pace(shared, m, Purpose::Target).await;
 }
 
+/// Take a slot in backend `m`'s E2 Setup pace (DESIGN: a backend loss or an
+/// e2lb restart must not become a reconnect storm). A node's own setup waits
+/// at most `setup_wait_max` (`Err(earliest)`: refused, nothing reserved;
+/// its slot would have come after `earliest`); a re-homing or a migration
+/// always waits for its slot (the node must not notice, and giving up would
+/// close it). Logged with its inputs, counted.
 async fn pace<C: Connector>(
     shared: &Shared<C>,
     m: &Member,
