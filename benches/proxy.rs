@@ -179,7 +179,62 @@ fn session_only(c: &mut Criterion) {
             s.poll_transmit()
         })
     });
+    // Router mode: the node shared by three pods; peek, owner lookup, and
+    // (for a pod whose id collided at the node) the id restored in a copy.
+    for (name, renumbered) in [
+        ("indication_node_to_ric_router", false),
+        ("indication_node_to_ric_router_id_restored", true),
+    ] {
+        let (mut r, node_id) = router_with_subscriptions(t0, renumbered);
+        let msg = Message::new(0, 70, peers::indication(node_id.instance, 1, 100));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                r.handle_node(t0, msg.clone());
+                r.poll_transmit()
+            })
+        });
+    }
     g.finish();
+}
+
+/// A router-mode node set up over three pods, each subscribed with the same
+/// RICrequestID; returns the node-side id of pod 0's subscription (its own
+/// id) or, `renumbered`, of pod 2's (a fresh one, restored on the way back).
+fn router_with_subscriptions(
+    t0: Instant,
+    renumbered: bool,
+) -> (e2lb::router::Router, e2lb::e2ap::RicRequestId) {
+    use e2lb::e2ap::Envelope;
+    use e2lb::router::{Router, RouterConfig};
+    let pods = [BackendId(0), BackendId(1), BackendId(2)];
+    let mut r = Router::new(RouterConfig::default());
+    r.handle_node(t0, Message::new(0, 70, peers::setup_request(1)));
+    r.pods_chosen(t0, &pods);
+    for p in pods {
+        r.pod_attached(t0, p);
+    }
+    for p in pods {
+        r.handle_pod(t0, p, Message::new(0, 70, peers::setup_response()));
+    }
+    while r.poll_transmit().is_some() {}
+    let mut ids = Vec::new();
+    for p in pods {
+        r.handle_pod(t0, p, Message::new(0, 70, peers::sub_request(1)));
+        let sent = r.poll_transmit().expect("to the node");
+        let n = Envelope::parse(&sent.msg.payload)
+            .expect("parse")
+            .ric_request_id()
+            .expect("id");
+        let mut resp = peers::sub_response(1).to_vec();
+        e2lb::e2ap::peek::rewrite_ric_request_id(&mut resp, n).expect("rewrite");
+        r.handle_node(t0, Message::new(0, 70, bytes::Bytes::from(resp)));
+        ids.push(n);
+    }
+    while r.poll_transmit().is_some() {}
+    while r.poll_event().is_some() {}
+    assert_eq!(r.routes().len(), 3);
+    let n = if renumbered { ids[2] } else { ids[0] };
+    (r, n)
 }
 
 fn bench(c: &mut Criterion) {
