@@ -1526,6 +1526,70 @@ mod tests {
     }
 
     #[test]
+    fn router_groups_parse_and_bad_ones_are_named() {
+        let base = "[[backends]]\nname='a'\naddr='127.0.0.1:36421'\n\
+                    [[backends]]\nname='b'\naddr='127.0.0.1:36422'\n";
+        let c = Config::parse(&format!(
+            "{base}[router]\non_pod_failure = 'handover'\nretry_min = '1s'\n\
+             [[router.groups]]\nname = 'cells'\nplmn = '00f110'\ngnb_ids = [7]\npods = ['a', 'b']\n\
+             [[router.groups]]\nname = 'rest'\nreplicas = 2\n\
+             [[router.groups]]\nname = 'all'\n"
+        ))
+        .unwrap();
+        let r = c.router_settings();
+        assert_eq!(r.config.on_pod_failure, PodFailure::Handover);
+        assert_eq!(r.config.retry_min, Duration::from_secs(1));
+        assert_eq!(r.groups[0].plmn, Some([0x00, 0xf1, 0x10]));
+        assert_eq!(r.groups[0].gnb_ids, [7]);
+        assert_eq!(
+            r.groups[0].pods,
+            PodChoice::Named(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(r.groups[1].pods, PodChoice::Replicas(2));
+        assert_eq!(r.groups[2].pods, PodChoice::AllHealthy);
+        assert_eq!(c.proxy().router.groups.len(), 3);
+        // The embedded default has no group: every node in association mode.
+        assert!(Config::embedded()
+            .unwrap()
+            .router_settings()
+            .groups
+            .is_empty());
+        for (bad, key) in [
+            (
+                "[[router.groups]]\nname = 'x'\nplmn = '00f1'",
+                "router.groups[0].plmn",
+            ),
+            (
+                "[[router.groups]]\nname = 'x'\npods = ['a']\nreplicas = 1",
+                "router.groups[0].pods",
+            ),
+            (
+                "[[router.groups]]\nname = 'x'\npods = ['nope']",
+                "router.groups[0].pods",
+            ),
+            (
+                "[[router.groups]]\nname = 'x'\nreplicas = 0",
+                "router.groups[0].pods",
+            ),
+            (
+                "[[router.groups]]\nname = 'x'\n[[router.groups]]\nname = 'x'",
+                "router.groups[1].name",
+            ),
+            ("[router]\nbuffer = 0", "router.buffer"),
+            (
+                "[router]\nretry_min = '5s'\nretry_max = '1s'",
+                "router.retry_min",
+            ),
+            ("[router]\non_pod_failure = 'shrug'", "on_pod_failure"),
+        ] {
+            let e = Config::parse(&format!("{base}{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn admin_security_and_allow_list_keys_are_named() {
         let base = "[[backends]]\nname='a'\naddr='127.0.0.1:36421'\n";
         let parse = |admin: &str| Config::parse(&format!("[admin]\n{admin}\n{base}"));
