@@ -86,7 +86,11 @@ struct Stack {
     nodes: tokio::task::JoinHandle<NodeReport>,
 }
 
-async fn start(duration: Duration, on_pod_failure: PodFailure) -> Stack {
+fn named() -> PodChoice {
+    PodChoice::Named(vec!["ric-0".into(), "ric-1".into(), "ric-2".into()])
+}
+
+async fn start(duration: Duration, on_pod_failure: PodFailure, pods: PodChoice) -> Stack {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("e2lb=debug")
         .with_test_writer()
@@ -107,7 +111,7 @@ async fn start(duration: Duration, on_pod_failure: PodFailure) -> Stack {
                 name: "shared".into(),
                 plmn: Some([0x00, 0xf1, 0x10]),
                 gnb_ids: Vec::new(),
-                pods: PodChoice::Named(vec!["ric-0".into(), "ric-1".into(), "ric-2".into()]),
+                pods,
             }],
             config: RouterConfig {
                 on_pod_failure,
@@ -241,7 +245,7 @@ fn check_ownership(rics: &[&RicReport]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn colliding_subscriptions_of_three_rics_each_get_exactly_their_own_indications() {
-    let st = start(Duration::from_secs(3), PodFailure::Delete).await;
+    let st = start(Duration::from_secs(3), PodFailure::Delete, named()).await;
     st.settled().await;
     assert_eq!(st.metric("e2lb_router_nodes"), f64::from(NODES));
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -295,7 +299,13 @@ async fn colliding_subscriptions_of_three_rics_each_get_exactly_their_own_indica
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_handover_a_restarted_ric_adopts_its_streams_and_the_admin_api_shows_the_table() {
-    let mut st = start(Duration::from_secs(4), PodFailure::Handover).await;
+    // Every healthy backend (all three: none is probed unhealthy).
+    let mut st = start(
+        Duration::from_secs(4),
+        PodFailure::Handover,
+        PodChoice::AllHealthy,
+    )
+    .await;
     let state = Arc::new(AdminState::new(
         st.metrics.clone(),
         st.shared.pool.clone(),
@@ -390,4 +400,42 @@ async fn with_handover_a_restarted_ric_adopts_its_streams_and_the_admin_api_show
         nodes.indications_sent,
         loss.missing
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replicas_each_node_is_shared_by_that_many_pods_chosen_by_bull_and_bear() {
+    let st = start(
+        Duration::from_secs(2),
+        PodFailure::Delete,
+        PodChoice::Replicas(2),
+    )
+    .await;
+    let want = u64::from(NODES) * FUNCTIONS * 2;
+    for _ in 0..300 {
+        let total: u64 = st
+            .rics
+            .iter()
+            .flatten()
+            .map(|r| r.live.metrics().subscriptions)
+            .sum();
+        if total >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for a in st.shared.associations.list() {
+        let pods = a.pods().expect("router mode");
+        assert_eq!(pods.len(), 2, "{pods:?}");
+        assert_ne!(pods[0], pods[1]);
+    }
+    let (nodes, rics) = st.finish().await;
+    assert_eq!(nodes.errors, 0, "{:?}", nodes.error_samples);
+    assert_eq!(nodes.subscriptions, want);
+    let all: Vec<&RicReport> = rics.iter().collect();
+    check_ownership(&all);
+    for r in &rics {
+        assert!(r.lossless(), "{r:#?}");
+    }
+    let received: u64 = rics.iter().map(|r| r.indications).sum();
+    assert_eq!(received, nodes.indications_sent);
 }
