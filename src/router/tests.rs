@@ -713,6 +713,73 @@ fn an_e2_removal_from_one_of_several_pods_is_refused() {
     )));
 }
 
+/// E2 Connection Update (RIC → node, keyed by TransactionID) and its acknowledgement.
+fn connection_update(txid: u8, ack: bool) -> Bytes {
+    let tx = g::TransactionID(txid);
+    let pdu = if ack {
+        g::E2AP_PDU::SuccessfulOutcome(g::SuccessfulOutcome {
+            procedure_code: g::ProcedureCode(procedure::E2_CONNECTION_UPDATE),
+            criticality: g::Criticality(g::Criticality::REJECT),
+            value: g::SuccessfulOutcomeValue::Id_E2connectionUpdate(
+                g::E2connectionUpdateAcknowledge {
+                    protocol_i_es: g::E2connectionUpdateAcknowledgeProtocolIEs(vec![
+                        g::E2connectionUpdateAcknowledgeProtocolIEs_Entry {
+                            id: g::ProtocolIE_ID(ie::TRANSACTION_ID),
+                            criticality: g::Criticality(g::Criticality::REJECT),
+                            value: g::E2connectionUpdateAcknowledgeProtocolIEs_EntryValue::Id_TransactionID(tx),
+                        },
+                    ]),
+                },
+            ),
+        })
+    } else {
+        g::E2AP_PDU::InitiatingMessage(g::InitiatingMessage {
+            procedure_code: g::ProcedureCode(procedure::E2_CONNECTION_UPDATE),
+            criticality: g::Criticality(g::Criticality::REJECT),
+            value: g::InitiatingMessageValue::Id_E2connectionUpdate(g::E2connectionUpdate {
+                protocol_i_es: g::E2connectionUpdateProtocolIEs(vec![
+                    g::E2connectionUpdateProtocolIEs_Entry {
+                        id: g::ProtocolIE_ID(ie::TRANSACTION_ID),
+                        criticality: g::Criticality(g::Criticality::REJECT),
+                        value: g::E2connectionUpdateProtocolIEs_EntryValue::Id_TransactionID(tx),
+                    },
+                ]),
+            }),
+        })
+    };
+    Bytes::from(crate::e2ap::codec::encode(&pdu).unwrap())
+}
+
+#[test]
+fn transaction_ids_of_ric_requests_are_unique_at_the_node_and_restored() {
+    let t = Instant::now();
+    let mut r = established(t, config(), &[P0, P1]);
+    r.handle_pod(t, P0, msg(connection_update(5, false)));
+    r.handle_pod(t, P1, msg(connection_update(5, false)));
+    let out = drain(&mut r);
+    let txids: Vec<_> = out
+        .iter()
+        .map(|t| Envelope::parse(&t.msg.payload).unwrap().transaction_id())
+        .collect();
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|t| t.to == Peer::Node));
+    assert_ne!(txids[0], txids[1], "distinct at the node");
+    // The node answers in the other order; each pod gets its own, as 5.
+    for (i, pod) in [(1, P1), (0, P0)] {
+        let ack = connection_update(txids[i].unwrap(), true);
+        r.handle_node(t, msg(ack));
+        let back = drain(&mut r);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].to, Peer::Backend(pod));
+        assert_eq!(
+            Envelope::parse(&back[0].msg.payload)
+                .unwrap()
+                .transaction_id(),
+            Some(5)
+        );
+    }
+}
+
 fn delete_required(ids: &[RicRequestId]) -> Bytes {
     let items = ids
         .iter()
