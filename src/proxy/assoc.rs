@@ -45,6 +45,10 @@ pub(super) async fn run<N: Association, C: Connector>(
     cancel: CancellationToken,
 ) {
     let info = node.info().clone();
+    // `backend` is where the node was placed at its E2 Setup, recorded once:
+    // tracing-subscriber's fmt layer appends every record of a field to the
+    // span, so recording each re-homing would grow it without bound (moves
+    // are "re-homed" events; the current backend is in /api/v1/associations).
     let span = info_span!("assoc", peer = %info.peer, node = field::Empty, backend = field::Empty);
     async move {
         shared.metrics.associations_total.inc();
@@ -323,6 +327,10 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 Io::Connected(Purpose::Setup, Ok((member, assoc, placement))) => {
                     let id = self.add_leg(member, assoc, placement);
                     self.set_record_backend(Some(id));
+                    if let Some(b) = self.leg(id) {
+                        tracing::Span::current()
+                            .record("backend", field::display(&b.attached.name));
+                    }
                     self.session.backend_attached(t, id);
                 }
                 Io::Connected(Purpose::Setup, Err(Unplaced::Paced(retry_in))) => {
@@ -823,7 +831,6 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 let (from_name, to_name) = (name(from), name(to));
                 info!(from = %from_name, to = %to_name, source_alive, took_ms = took.as_secs_f64() * 1e3,
                       adopted, dropped, "re-homed");
-                tracing::Span::current().record("backend", field::display(&to_name));
                 m.migrations
                     .with_label_values(&[self.move_kind(), "switched", "ok"])
                     .inc();
@@ -876,9 +883,6 @@ impl<N: Association, C: Connector> Driver<N, C> {
 
     fn set_record_backend(&self, id: Option<BackendId>) {
         let named = id.and_then(|id| self.leg(id).map(|b| (id, b.attached.name.clone())));
-        if let Some((_, name)) = named.as_ref() {
-            tracing::Span::current().record("backend", field::display(name));
-        }
         self.registered.record().set_backend(named);
     }
 
