@@ -692,6 +692,7 @@ async fn hostile_input_gets_its_reaction_and_good_flows_lose_nothing() {
     );
     live.stop();
     let n = nodes.await.expect("nodes");
+    accounting::e2lb_idle(admin).await;
     let mut reports = Vec::new();
     for r in rics.iter_mut() {
         r.proc.terminate(Duration::from_secs(10)).await;
@@ -1016,6 +1017,8 @@ async fn many_associations(run: &mut Run, gnb: u32) {
     let m = run.metrics().await;
     let labels = [("reason", "admission_limit")];
     let before = metric(&m, "e2lb_association_closes_total", &labels);
+    let refused_labels = [("reason", "max_associations")];
+    let refused_before = metric(&m, "e2lb_associations_refused_total", &refused_labels);
     let active = metric(&m, "e2lb_associations_active", &[]) as u64;
     let t = Instant::now();
     // Connect with up to 100 handshakes at a time.
@@ -1096,6 +1099,11 @@ async fn many_associations(run: &mut Run, gnb: u32) {
         refused + failed as u64,
         "every refusal counted"
     );
+    assert_eq!(
+        metric(&m, "e2lb_associations_refused_total", &refused_labels) - refused_before,
+        (refused + failed as u64) as f64,
+        "e2lb_associations_refused_total{{reason=\"max_associations\"}}"
+    );
     assert_eq!(refused as usize + kept.len() + failed, n);
     // The clients go; admission works again.
     drop(kept);
@@ -1121,7 +1129,10 @@ async fn many_associations(run: &mut Run, gnb: u32) {
             MAX_ASSOCIATIONS - active,
             refused + failed as u64
         ),
-        format!("closes{{admission_limit}} +{}", now - before),
+        format!(
+            "associations_refused{{max_associations}} and closes{{admission_limit}} +{}",
+            now - before
+        ),
         took,
     );
 }

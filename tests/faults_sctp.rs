@@ -257,6 +257,7 @@ async fn e2lb_killed_and_restarted_nodes_reconnect_and_resume() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     live.stop();
     let n = task.await.expect("nodes");
+    accounting::e2lb_idle(admin).await;
     let mut reports = Vec::new();
     for r in rics.iter_mut() {
         r.proc.terminate(Duration::from_secs(10)).await;
@@ -417,6 +418,7 @@ async fn stopped_backend_goes_stale_and_new_nodes_go_elsewhere() {
     live1.stop();
     live2.stop();
     let (n1, n2) = (task1.await.expect("wave 1"), task2.await.expect("wave 2"));
+    accounting::e2lb_idle(admin).await;
     let m = admin_metrics(admin).await;
     let mut reports = Vec::new();
     for r in rics.iter_mut() {
@@ -635,6 +637,7 @@ async fn multihomed_backend_survives_the_loss_of_a_path() {
     let m = admin_metrics(admin).await;
     live.stop();
     let n = task.await.expect("nodes");
+    accounting::e2lb_idle(admin).await;
     stop.cancel();
     let report = serde_json::to_value(ric.await.expect("ric")).expect("report");
     e2lb.terminate(Duration::from_secs(10)).await;

@@ -102,6 +102,26 @@ pub async fn ric_metrics(at: SocketAddr) -> String {
     }
 }
 
+/// Waits (at most 30 s) until the e2lb whose admin endpoint is `admin` has no
+/// node association left: every node closed and e2lb delivered what it still
+/// held for the RICs. Stopping a RIC before that loses messages the test
+/// would count against e2lb.
+pub async fn e2lb_idle(admin: SocketAddr) {
+    rigproc::wait_for(
+        "e2lb to finish every association",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(200),
+        || async {
+            metric(
+                &rigproc::admin_metrics(admin).await,
+                "e2lb_associations_active",
+                &[],
+            ) == 0.0
+        },
+    )
+    .await;
+}
+
 /// Per node-side subscription stream, summed over every RIC report that saw
 /// it (a stream moves between RICs on migrations and re-homes): received,
 /// the highest sequence number seen, duplicates.
