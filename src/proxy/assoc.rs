@@ -20,9 +20,7 @@ use super::table::{Command, MoveOutcome, MoveReason, Registered};
 use super::Shared;
 use crate::balance::{Homed, Member, Placement};
 use crate::router::group::NodeGroup;
-use crate::session::{
-    BackendId, CloseReason, Event, Initiator, NodeId, Peer, Session, Side, TimeToWait,
-};
+use crate::session::{BackendId, CloseReason, Event, NodeId, Peer, Session, Side, TimeToWait};
 use crate::transport::{Association, AssociationExt, Connector, Error, Message};
 
 /// A backend leg opened for the node, or why there is none.
@@ -734,35 +732,17 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 latency,
             } => {
                 if let Some(a) = backend.and_then(|b| self.leg(b)).map(|b| &b.attached) {
-                    m.latency(&a.name, procedure, initiator)
-                        .observe(latency.as_secs_f64());
-                    // The balancer's L: requests this backend answered (the
-                    // node initiated them). RIC-initiated requests measure
-                    // the node's answer time; they are in the histogram only.
-                    if initiator == Initiator::Node {
-                        a.homed.member().record_latency(now(), latency);
-                    }
+                    m.observe_latency(a.homed.member(), procedure, initiator, latency);
                 }
             }
             Event::RequestTimedOut {
                 procedure,
                 initiator,
                 ..
-            } => {
-                debug!(%procedure, initiator = initiator.name(), "request timed out");
-                m.request_timeouts
-                    .with_label_values(&[procedure.name()])
-                    .inc();
-            }
-            Event::ProtocolError { side, error } => {
-                warn!(side = side.name(), kind = error.kind(), %error, "protocol error");
-                m.protocol_errors
-                    .with_label_values(&[side.name(), error.kind()])
-                    .inc();
-            }
+            } => m.request_timed_out(procedure, initiator),
+            Event::ProtocolError { side, error } => m.protocol_error(side, &error),
             Event::Close(reason) => {
-                debug!(reason = reason.name(), "closing association");
-                m.closes.with_label_values(&[reason.name()]).inc();
+                m.closing(&reason);
                 let why = format!("the association closed ({})", reason.name());
                 self.closing = Some((reason, now() + self.shared.config().drain_timeout));
                 self.answer(MoveOutcome::Aborted { reason: why });

@@ -423,6 +423,50 @@ impl Metrics {
         }
     }
 
+    /// A request → response pair measured at the proxy on `member`'s leg: in
+    /// the per-backend histogram, and — for requests the backend answered
+    /// (node-initiated) — as the balancer's latency L of that backend.
+    /// RIC-initiated requests measure the node's answer time: histogram only.
+    pub fn observe_latency(
+        &self,
+        member: &crate::balance::Member,
+        procedure: Procedure,
+        initiator: Initiator,
+        latency: std::time::Duration,
+    ) {
+        self.latency(member.name(), procedure, initiator)
+            .observe(latency.as_secs_f64());
+        if initiator == Initiator::Node {
+            member.record_latency(tokio::time::Instant::now().into_std(), latency);
+        }
+    }
+
+    /// A request got no answer in time (logged and counted).
+    pub fn request_timed_out(&self, procedure: Procedure, initiator: Initiator) {
+        tracing::debug!(%procedure, initiator = initiator.name(), "request timed out");
+        self.request_timeouts
+            .with_label_values(&[procedure.name()])
+            .inc();
+    }
+
+    /// A protocol violation, after its reaction (logged and counted).
+    pub fn protocol_error(
+        &self,
+        side: crate::session::Side,
+        error: &crate::session::ProtocolError,
+    ) {
+        tracing::warn!(side = side.name(), kind = error.kind(), %error, "protocol error");
+        self.protocol_errors
+            .with_label_values(&[side.name(), error.kind()])
+            .inc();
+    }
+
+    /// An association starts closing (logged and counted).
+    pub fn closing(&self, reason: &crate::session::CloseReason) {
+        tracing::debug!(reason = reason.name(), "closing association");
+        self.closes.with_label_values(&[reason.name()]).inc();
+    }
+
     pub fn latency(&self, backend: &str, procedure: Procedure, initiator: Initiator) -> Histogram {
         self.latency.with_label_values(&[
             backend,

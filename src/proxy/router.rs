@@ -22,7 +22,7 @@ use super::Shared;
 use crate::balance::{Homed, Member, Placement};
 use crate::router::group::{NodeGroup, PodChoice};
 use crate::router::{Event, Router};
-use crate::session::{BackendId, CloseReason, Initiator, NodeId, Peer, Side};
+use crate::session::{BackendId, CloseReason, NodeId, Peer, Side};
 use crate::transport::{Association, AssociationExt, Connector, Error, Message};
 
 type Opened<A> = Option<(Arc<Member>, A, Placement)>;
@@ -476,37 +476,22 @@ impl<N: Association, C: Connector> RouterDriver<N, C> {
                 latency,
             } => {
                 if let Some(p) = self.pods.iter().find(|p| p.id == pod) {
-                    m.latency(&p.name, procedure, initiator)
-                        .observe(latency.as_secs_f64());
-                    if initiator == Initiator::Node {
-                        p.homed.member().record_latency(now(), latency);
-                    }
+                    m.observe_latency(p.homed.member(), procedure, initiator, latency);
                 }
             }
             Event::RequestTimedOut {
                 procedure,
                 initiator,
                 ..
-            } => {
-                debug!(%procedure, initiator = initiator.name(), "request timed out");
-                m.request_timeouts
-                    .with_label_values(&[procedure.name()])
-                    .inc();
-            }
-            Event::ProtocolError { side, error } => {
-                warn!(side = side.name(), kind = error.kind(), %error, "protocol error");
-                m.protocol_errors
-                    .with_label_values(&[side.name(), error.kind()])
-                    .inc();
-            }
+            } => m.request_timed_out(procedure, initiator),
+            Event::ProtocolError { side, error } => m.protocol_error(side, &error),
             Event::ReleasePod { pod } => self.close_pod(pod),
             Event::Undeliverable { count } => {
                 debug!(count, "router mode: messages with no live owner");
                 m.dropped(Peer::Backend(BackendId(u32::MAX)), count);
             }
             Event::Close(reason) => {
-                debug!(reason = reason.name(), "closing association");
-                m.closes.with_label_values(&[reason.name()]).inc();
+                m.closing(&reason);
                 self.closing = Some((reason, now() + self.shared.config().drain_timeout));
             }
         }

@@ -633,7 +633,7 @@ impl Router {
         let is_setup = kind == PduKind::Initiating && proc.0 == procedure::E2_SETUP;
         match self.phase {
             Phase::AwaitSetup if is_setup => {
-                let Some(node) = env.global_e2node_id_raw() else {
+                let Some(cache) = SetupCache::of_request(&env, &msg) else {
                     let reply = error_indication(
                         g::CauseProtocol::ABSTRACT_SYNTAX_ERROR_FALSELY_CONSTRUCTED_MESSAGE,
                         Some(&env),
@@ -642,19 +642,8 @@ impl Router {
                     self.close(CloseReason::NodeProtocol);
                     return;
                 };
-                let node = NodeId(Bytes::from(node));
-                self.setup = Some(SetupCache {
-                    node: node.clone(),
-                    request: Message {
-                        payload: Bytes::copy_from_slice(&msg.payload),
-                        ..msg
-                    },
-                    transaction_id: env.transaction_id(),
-                    ran_functions: env
-                        .ran_function_list(ie::RAN_FUNCTIONS_ADDED)
-                        .unwrap_or_default(),
-                    accepted: Vec::new(),
-                });
+                let node = cache.node.clone();
+                self.setup = Some(cache);
                 self.phase = Phase::AwaitPods;
                 self.events.push_back(Event::NeedPods { node });
             }
@@ -2123,17 +2112,8 @@ impl Router {
             Peer::Backend(_) => Side::Backend,
         };
         self.stats.protocol_errors += 1;
-        if let Ok(payload) = reply.build() {
-            self.transmits.push_back(Transmit {
-                to,
-                msg: Message {
-                    payload,
-                    ..*offending
-                },
-                procedure: procedure::ERROR_INDICATION,
-                kind: PduKind::Initiating,
-            });
-        }
+        self.transmits
+            .extend(crate::session::error_transmit(to, offending, &reply));
         self.events.push_back(Event::ProtocolError { side, error });
     }
 

@@ -314,6 +314,47 @@ pub struct SetupCache {
     pub accepted: Vec<u16>,
 }
 
+impl SetupCache {
+    /// What an E2 Setup Request `msg` leaves to cache; `None` when it names
+    /// no GlobalE2node-ID.
+    pub(crate) fn of_request(env: &Envelope<'_>, msg: &Message) -> Option<Self> {
+        let node = NodeId(Bytes::from(env.global_e2node_id_raw()?));
+        Some(SetupCache {
+            node,
+            // Copied: the cache lives as long as the association, and a
+            // slice of the transport's receive buffer would pin all of it.
+            request: Message {
+                payload: Bytes::copy_from_slice(&msg.payload),
+                ..*msg
+            },
+            transaction_id: env.transaction_id(),
+            ran_functions: env
+                .ran_function_list(ie::RAN_FUNCTIONS_ADDED)
+                .unwrap_or_default(),
+            accepted: Vec::new(),
+        })
+    }
+}
+
+/// The Error Indication `reply` to `offending`, on its stream and PPID.
+pub(crate) fn error_transmit(
+    to: Peer,
+    offending: &Message,
+    reply: &ErrorIndication,
+) -> Option<Transmit> {
+    let payload = reply.build().ok()?;
+    Some(Transmit {
+        to,
+        msg: Message {
+            stream: offending.stream,
+            ppid: offending.ppid,
+            payload,
+        },
+        procedure: procedure::ERROR_INDICATION,
+        kind: PduKind::Initiating,
+    })
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
     /// Nothing (or a rejected setup) yet: the next node message must be an E2 Setup Request.
@@ -428,8 +469,12 @@ impl Session {
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
-    /// The next instant at which [`Session::handle_timeout`] must run.
+    /// The next instant at which [`Session::handle_timeout`] must run (none
+    /// once closed: a closed session has nothing left to time out).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Closed {
+            return None;
+        }
         let setup = match self.state {
             State::AwaitSetupResponse { sent, .. } => Some(sent + self.config.setup_timeout),
             _ => None,
@@ -465,7 +510,7 @@ impl Session {
         let is_setup_request = kind == PduKind::Initiating && proc.0 == procedure::E2_SETUP;
         match self.state {
             State::AwaitSetup if is_setup_request => {
-                let Some(node) = env.global_e2node_id_raw() else {
+                let Some(cache) = SetupCache::of_request(&env, &msg) else {
                     let reply = error_indication(
                         g::CauseProtocol::ABSTRACT_SYNTAX_ERROR_FALSELY_CONSTRUCTED_MESSAGE,
                         Some(&env),
@@ -474,23 +519,8 @@ impl Session {
                     self.close(CloseReason::NodeProtocol);
                     return;
                 };
-                let ran_functions = env
-                    .ran_function_list(ie::RAN_FUNCTIONS_ADDED)
-                    .unwrap_or_default();
-                let node = NodeId(Bytes::from(node));
-                let transaction_id = env.transaction_id();
-                self.setup = Some(SetupCache {
-                    node: node.clone(),
-                    // Copied: the cache lives as long as the association, and a
-                    // slice of the transport's receive buffer would pin all of it.
-                    request: Message {
-                        payload: Bytes::copy_from_slice(&msg.payload),
-                        ..msg
-                    },
-                    transaction_id,
-                    ran_functions,
-                    accepted: Vec::new(),
-                });
+                let node = cache.node.clone();
+                self.setup = Some(cache);
                 match self.backend {
                     // A retried setup after a rejection goes to the same backend association.
                     Some(backend) => self.send_setup(now, backend),
@@ -545,6 +575,12 @@ impl Session {
         self.stats.from_backend += 1;
         let env = match Envelope::parse(&msg.payload) {
             Ok(env) => env,
+            // A leg the session already let go of is not answered (found by
+            // fuzzing: an Error Indication to a leg being closed).
+            Err(_) if !self.is_live(from) && self.target_in_setup() != Some(from) => {
+                self.stats.stale_from_backend += 1;
+                return;
+            }
             Err(e) => {
                 let reply = error_indication(g::CauseProtocol::TRANSFER_SYNTAX_ERROR, None);
                 self.protocol_error(
@@ -729,8 +765,13 @@ impl Session {
         self.close(CloseReason::Shutdown);
     }
 
-    /// Expire what is due at `now`.
+    /// Expire what is due at `now`. Nothing once closed: the shell keeps its
+    /// timer while it drains the legs, and nothing may follow the `Close`
+    /// (found by fuzzing: requests timed out after it).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
         if let State::AwaitSetupResponse { sent, .. } = self.state {
             if now >= sent + self.config.setup_timeout {
                 if let Some(b) = self.backend.take() {
@@ -785,18 +826,7 @@ impl Session {
             Peer::Backend(_) => Side::Backend,
         };
         self.stats.protocol_errors += 1;
-        if let Ok(payload) = reply.build() {
-            self.transmits.push_back(Transmit {
-                to,
-                msg: Message {
-                    stream: offending.stream,
-                    ppid: offending.ppid,
-                    payload,
-                },
-                procedure: procedure::ERROR_INDICATION,
-                kind: PduKind::Initiating,
-            });
-        }
+        self.transmits.extend(error_transmit(to, offending, &reply));
         self.events.push_back(Event::ProtocolError { side, error });
     }
 
