@@ -228,6 +228,7 @@ fn router_with_subscriptions(
         let mut resp = peers::sub_response(1).to_vec();
         e2lb::e2ap::peek::rewrite_ric_request_id(&mut resp, n).expect("rewrite");
         r.handle_node(t0, Message::new(0, 70, bytes::Bytes::from(resp)));
+        while r.poll_transmit().is_some() {}
         ids.push(n);
     }
     while r.poll_transmit().is_some() {}
