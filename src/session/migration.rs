@@ -224,6 +224,9 @@ impl Session {
     /// No target could be connected (after [`Event::NeedTarget`]): with its
     /// backend gone, the node cannot be served, so its association closes.
     pub fn no_target(&mut self, _now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
         if let Some(m) = self.migration.take() {
             if !m.source_alive {
                 let count = self.held.len();
