@@ -50,7 +50,13 @@ async fn demo_on_the_in_memory_transport_loses_nothing() {
     assert!(text.contains("balancer bear"), "{text}");
     assert_eq!(s.scaled_up, ["ric-auto-1"], "{text}");
     assert_eq!(s.second_wave, 3, "{text}");
-    assert_eq!(s.second_wave_on_added, 3, "{text}");
+    // Bear prefers the added backend while its C stays below the pool mean;
+    // its first E2 Setup latencies count in C, so on a loaded machine the
+    // last node of the wave may find it at the mean: most, not always all.
+    assert!(
+        s.second_wave_on_added * 2 > u64::from(s.second_wave),
+        "{text}"
+    );
     assert_eq!(s.scaled_down, ["ric-auto-1"], "{text}");
     // Removed with its nodes still connected: they were migrated live.
     assert_eq!(s.migrated, 3, "{text}");
