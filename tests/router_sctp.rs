@@ -39,13 +39,13 @@ const PROC: ProcOpts = ProcOpts {
 };
 const NODES: u32 = 10;
 const FUNCTIONS: u64 = 2;
-const LISTEN: &str = "127.0.0.1:43421";
-const ADMIN: &str = "127.0.0.1:43090";
-const METRICS_PORT: u16 = 43480;
+const LISTEN: &str = "127.0.0.1:49421";
+const ADMIN: &str = "127.0.0.1:49090";
+const METRICS_PORT: u16 = 49480;
 const RICS: [(&str, &str); 3] = [
-    ("ric-r0", "127.0.9.1:43421"),
-    ("ric-r1", "127.0.9.2:43421"),
-    ("ric-r2", "127.0.9.3:43421"),
+    ("ric-r0", "127.0.16.1:49421"),
+    ("ric-r1", "127.0.16.2:49421"),
+    ("ric-r2", "127.0.16.3:49421"),
 ];
 
 fn metrics_addr(e2: &str) -> SocketAddr {
