@@ -5,8 +5,6 @@
 //! first matching group wins; a node no group matches is served in
 //! association mode.
 
-use std::sync::Arc;
-
 use asn1_codecs::aper::AperCodec;
 use asn1_codecs::PerCodecData;
 
@@ -98,10 +96,6 @@ impl RouterSettings {
         }
         let who = identity(node);
         self.groups.iter().find(|g| g.matches(who.as_ref()))
-    }
-
-    pub fn shared(self) -> Arc<Self> {
-        Arc::new(self)
     }
 }
 
