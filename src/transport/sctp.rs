@@ -29,6 +29,7 @@
 
 mod sys;
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -43,12 +44,15 @@ use tokio::io::Interest;
 use super::{AssocInfo, Association, Connector, Error, Listener, Message, Options, Result};
 use crate::transport::stats::STATS;
 
-/// Receive buffer reserved per association, in bytes (allocated on the first
-/// read, and reused once the messages split from it have been dropped).
+/// Size of the receive buffer that messages are received into and sliced
+/// from (no copy, no allocation per message).
 ///
-/// Received payloads are slices of this buffer, so a message kept for long (a
-/// cached E2 Setup) pins its whole chunk: copy what you keep
-/// (`Bytes::copy_from_slice`) when memory per association matters.
+/// One such buffer is shared by every association a worker thread reads
+/// (see [`SHARED_RX`]): an association owns a buffer only while a message
+/// that arrived in pieces is incomplete, so an idle association holds none.
+/// Received payloads are slices of the shared buffer, so a message kept for
+/// long (a cached E2 Setup) pins its whole chunk: copy what you keep
+/// (`Bytes::copy_from_slice`) when memory matters.
 pub const RECV_CHUNK: usize = 64 * 1024;
 /// Below this much free space the buffer is topped up before `recvmsg`, so that
 /// ordinary E2AP messages (≤ 32 KiB) arrive in one piece.
@@ -58,6 +62,14 @@ const MIN_SPARE: usize = 32 * 1024;
 pub const LINGER: Duration = Duration::from_secs(10);
 /// Listen backlog for [`SctpListener`].
 const BACKLOG: i32 = 1024;
+
+thread_local! {
+    /// The receive buffer of this thread (see [`RECV_CHUNK`]). An association
+    /// borrows it for one `recvmsg` when it has no partial message of its
+    /// own and gives it back unless the message is still incomplete, in
+    /// which case it keeps the buffer (no copy) and the thread starts a new one.
+    static SHARED_RX: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
 /// Notifications are only parsed from their first bytes; larger ones (a
 /// SEND_FAILED carries the undelivered message) are cut to this length.
 const NOTIFICATION_KEEP: usize = 256;
@@ -408,7 +420,9 @@ pub struct SctpAssoc {
 /// Receive-side state, apart from the socket so that it can be updated while
 /// a readiness guard borrows the socket.
 struct Rx {
-    /// Holds the message being received (several `recvmsg` pieces until MSG_EOR).
+    /// Holds the message being received (several `recvmsg` pieces until
+    /// MSG_EOR). Empty, without capacity, between messages: `recvmsg` then
+    /// reads into the thread's [`SHARED_RX`], lent to `rbuf` for the call.
     rbuf: BytesMut,
     /// Stream and PPID of the message in `rbuf`, from its first piece.
     cur: Option<(u16, u32)>,
@@ -455,6 +469,28 @@ impl SctpAssoc {
 }
 
 impl Rx {
+    /// Lend the thread's shared buffer to `rbuf` when no message is being
+    /// assembled here. Returns whether it was lent.
+    fn borrow_shared(&mut self) -> bool {
+        if !self.rbuf.is_empty() || self.cur.is_some() || self.notif_from.is_some() {
+            return false;
+        }
+        // What capacity `rbuf` still had (a large message's buffer, once that
+        // message was split off) is dropped here, not kept per association.
+        self.rbuf = SHARED_RX.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        true
+    }
+
+    /// Give the shared buffer back, unless it now holds the first pieces of
+    /// a message: then this association keeps it and the thread starts a
+    /// new one on its next read.
+    fn return_shared(&mut self, lent: bool) {
+        if lent && self.rbuf.is_empty() {
+            let b = std::mem::take(&mut self.rbuf);
+            SHARED_RX.with(|s| *s.borrow_mut() = b);
+        }
+    }
+
     /// Make room for the next `recvmsg`: 64 KiB chunks normally; while a large
     /// message is being assembled, grow geometrically (few syscalls per MB), but
     /// never far beyond `max_message`.
@@ -630,16 +666,25 @@ impl Association for SctpAssoc {
         }
         loop {
             let mut guard = ready!(fd.poll_read_ready(cx)).map_err(|e| Error::io("recvmsg", e))?;
-            // Only now: an association that never receives holds no buffer.
+            let lent = rx.borrow_shared();
             rx.reserve();
             let before = rx.rbuf.len();
             let rbuf = &mut rx.rbuf;
-            let r = match guard.try_io(|s| sys::recv_into(s.as_raw_fd(), rbuf, 0)) {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => return Poll::Ready(rx.map_recv_err(*wr_shut, e)),
-                Err(_would_block) => continue,
+            let read = guard.try_io(|s| sys::recv_into(s.as_raw_fd(), rbuf, 0));
+            let step = match read {
+                Ok(Ok(r)) => rx.on_received(info, before, r).map(|step| (step, r)),
+                Ok(Err(e)) => {
+                    rx.return_shared(lent);
+                    return Poll::Ready(rx.map_recv_err(*wr_shut, e));
+                }
+                Err(_would_block) => {
+                    rx.return_shared(lent);
+                    continue;
+                }
             };
-            match rx.on_received(info, before, r)? {
+            rx.return_shared(lent);
+            let (step, r) = step?;
+            match step {
                 Step::More => {}
                 Step::Done(m) => {
                     if !r.more {
