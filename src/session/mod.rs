@@ -563,6 +563,11 @@ impl Session {
                         carries,
                     });
                 }
+                if kind != PduKind::Initiating {
+                    // An answer to a released source may be the last it was
+                    // owed: let it go now, not at its release deadline.
+                    self.check_released(now);
+                }
             }
         }
     }
