@@ -6,6 +6,8 @@
 
 #[path = "common/adminhttp.rs"]
 mod adminhttp;
+#[path = "support/peers.rs"]
+mod peers;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -438,4 +440,142 @@ async fn with_replicas_each_node_is_shared_by_that_many_pods_chosen_by_bull_and_
     }
     let received: u64 = rics.iter().map(|r| r.indications).sum();
     assert_eq!(received, nodes.indications_sent);
+}
+
+/// A pod's streams in flight for a shared node reach the balancer (the F term
+/// of its score) and `e2lb_backend_in_flight`: a subscription the node has not
+/// answered counts at the pod that asked, and only there; the answer, or the
+/// pod's leg going away, takes it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_in_flight_at_each_pod_reach_the_balancer() {
+    use e2lb::transport::{AssociationExt, Connector, Listener, Message};
+    let net = MemNet::new();
+    let mut pods: Vec<_> = (10..12)
+        .map(|i| net.listen(ric_addr(i), Options::default()).expect("listen"))
+        .collect();
+    let pool = Pool::new(
+        (10..12)
+            .map(|i| Backend::new(u32::from(i), format!("pod-{i}"), ric_addr(i)))
+            .collect(),
+    );
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let config = ProxyConfig {
+        router: Arc::new(RouterSettings {
+            groups: vec![NodeGroup {
+                name: "shared".into(),
+                plmn: None,
+                gnb_ids: Vec::new(),
+                pods: PodChoice::Named(vec!["pod-10".into(), "pod-11".into()]),
+            }],
+            config: RouterConfig::default(),
+        }),
+        ..ProxyConfig::default()
+    };
+    let shared = Arc::new(
+        Shared::new(
+            config,
+            pool,
+            net.connector(addr("127.0.30.100:0"), Options::default()),
+            metrics.clone(),
+        )
+        .expect("shared"),
+    );
+    let listen = addr("127.0.30.60:36421");
+    let l = net.listen(listen, Options::default()).expect("listen");
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let proxy = tokio::spawn(proxy::serve(l, shared.clone(), async move {
+        s.cancelled().await
+    }));
+    fn within<F: std::future::IntoFuture>(f: F) -> tokio::time::Timeout<F::IntoFuture> {
+        tokio::time::timeout(Duration::from_secs(10), f)
+    }
+    let mut node = net
+        .connector(addr("127.0.31.9:0"), Options::default())
+        .connect(listen)
+        .await
+        .expect("node connects");
+    node.send(&Message::new(0, 0, peers::setup_request(9)))
+        .await
+        .expect("setup sent");
+    let mut legs = Vec::new();
+    for l in pods.iter_mut() {
+        let mut leg = within(l.accept()).await.expect("timely").expect("pod leg");
+        let m = within(leg.recv()).await.expect("timely").expect("ok");
+        assert!(m.is_some(), "the setup reaches every pod");
+        leg.send(&Message::new(0, 0, peers::setup_response()))
+            .await
+            .expect("answered");
+        legs.push(leg);
+    }
+    let m = within(node.recv()).await.expect("timely").expect("ok");
+    assert!(m.is_some(), "one merged answer");
+
+    let in_flight = |name: &str| {
+        let member = shared
+            .pool
+            .members()
+            .iter()
+            .find(|m| m.name() == name)
+            .cloned()
+            .expect("member");
+        let gauge = metrics.in_flight.with_label_values(&[name]).get();
+        (i64::from(member.in_flight()), gauge)
+    };
+    async fn until(what: impl Fn() -> bool) -> bool {
+        for _ in 0..500 {
+            if what() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+    // pod-10 subscribes; the node has not answered yet.
+    legs[0]
+        .send(&Message::new(0, 0, peers::sub_request(1)))
+        .await
+        .expect("subscribe");
+    let asked = within(node.recv()).await.expect("timely").expect("ok");
+    assert!(asked.is_some(), "the request reaches the node");
+    assert!(
+        until(|| in_flight("pod-10") == (1, 1)).await,
+        "pod-10 has one stream in flight: {:?}",
+        in_flight("pod-10")
+    );
+    assert_eq!(
+        in_flight("pod-11"),
+        (0, 0),
+        "not at the pod that did not ask"
+    );
+    // The node answers: nothing in flight any more.
+    node.send(&Message::new(0, 0, peers::sub_response(1)))
+        .await
+        .expect("answer");
+    let answer = within(legs[0].recv()).await.expect("timely").expect("ok");
+    assert!(answer.is_some(), "the answer reaches pod-10");
+    assert!(
+        until(|| in_flight("pod-10") == (0, 0)).await,
+        "answered: {:?}",
+        in_flight("pod-10")
+    );
+    // Another request in flight, then pod-10's leg goes: its share goes with it.
+    legs[0]
+        .send(&Message::new(0, 0, peers::sub_request(2)))
+        .await
+        .expect("subscribe");
+    let _ = within(node.recv()).await.expect("timely");
+    assert!(
+        until(|| in_flight("pod-10") == (1, 1)).await,
+        "in flight again: {:?}",
+        in_flight("pod-10")
+    );
+    drop(legs.remove(0));
+    assert!(
+        until(|| in_flight("pod-10") == (0, 0)).await,
+        "the pod's leg is gone: {:?}",
+        in_flight("pod-10")
+    );
+    stop.cancel();
+    let _ = within(proxy).await;
 }

@@ -282,8 +282,6 @@ impl<N: Association, C: Connector> Driver<N, C> {
             }
             self.arm_timer();
             let io = poll_fn(|cx| self.poll_io(cx)).await;
-            // Sampled after the flush, before the new input is handled.
-            self.report_in_flight();
             let t = now();
             self.account_queues();
             match io {
@@ -491,6 +489,10 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 return Poll::Ready(Io::SendFailed(Peer::Backend(b.attached.id), e));
             }
         }
+        // Streams in flight, sampled after every flush: what is still queued
+        // counts, and so does a request that stays unanswered while the
+        // driver sleeps.
+        self.report_in_flight();
         if let Some((purpose, f)) = self.connecting.as_mut() {
             if let Poll::Ready(r) = f.as_mut().poll(cx) {
                 let purpose = *purpose;

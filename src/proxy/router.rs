@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, info, warn};
@@ -36,7 +36,31 @@ struct PodLeg<A> {
     homed: Homed,
     /// [to pod, to node] message counters of this backend.
     messages: [IntCounter; 2],
+    /// `e2lb_backend_in_flight` of this backend.
+    in_flight_gauge: IntGauge,
+    /// This node's streams in flight at the pod, as last added to the pod's
+    /// balancer member and gauge (the F term of its score).
+    in_flight: i64,
     leg: Leg<A>,
+}
+
+impl<A> PodLeg<A> {
+    /// Report `cur` streams in flight (what changed since the last report).
+    fn report_in_flight(&mut self, cur: i64) {
+        let delta = cur - self.in_flight;
+        if delta != 0 {
+            self.homed.member().add_in_flight(delta);
+            self.in_flight_gauge.add(delta);
+            self.in_flight = cur;
+        }
+    }
+}
+
+impl<A> Drop for PodLeg<A> {
+    /// A leg that goes takes its share of the pod's streams in flight along.
+    fn drop(&mut self) {
+        self.report_in_flight(0);
+    }
 }
 
 enum Io {
@@ -240,6 +264,10 @@ impl<N: Association, C: Connector> RouterDriver<N, C> {
                 return Poll::Ready(Io::SendFailed(Peer::Backend(p.id), e));
             }
         }
+        // Streams in flight, sampled after every flush: what is still queued
+        // counts, and so does a request that stays unanswered while the
+        // driver sleeps.
+        self.report_in_flight();
         let mut i = 0;
         while i < self.opening.len() {
             if let Poll::Ready(r) = self.opening[i].1.as_mut().poll(cx) {
@@ -288,6 +316,18 @@ impl<N: Association, C: Connector> RouterDriver<N, C> {
             return Poll::Ready(Io::Cancelled);
         }
         Poll::Pending
+    }
+
+    /// Each pod's streams in flight for this node to the balancer: requests
+    /// it awaits an answer to (the router's count) and messages queued for it.
+    fn report_in_flight(&mut self) {
+        let mut total = 0;
+        for p in self.pods.iter_mut() {
+            let cur = (self.router.in_flight(p.id) + p.leg.queue.len()) as i64;
+            p.report_in_flight(cur);
+            total += cur;
+        }
+        self.registered.record().set_in_flight(total);
     }
 
     fn queues_empty(&self) -> bool {
@@ -567,12 +607,19 @@ impl<N: Association, C: Connector> RouterDriver<N, C> {
             b.with_label_values(&[name.as_str(), "to_backend"]),
             b.with_label_values(&[name.as_str(), "to_node"]),
         ];
+        let in_flight_gauge = self
+            .shared
+            .metrics
+            .in_flight
+            .with_label_values(&[name.as_str()]);
         self.pods.push(PodLeg {
             id: member.id(),
             name,
             _placement: placement,
             homed: member.home(),
             messages,
+            in_flight_gauge,
+            in_flight: 0,
             leg: Leg::new(assoc),
         });
     }
@@ -581,6 +628,7 @@ impl<N: Association, C: Connector> RouterDriver<N, C> {
     fn close_pod(&mut self, id: BackendId) {
         if let Some(i) = self.pods.iter().position(|p| p.id == id) {
             let mut p = self.pods.swap_remove(i);
+            p.report_in_flight(0);
             let timeout = self.shared.config().drain_timeout;
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(timeout, p.leg.assoc.shutdown()).await;

@@ -165,6 +165,28 @@ async fn set_up<N: Net>(h: &Harness<N>, rics: &mut [N::L], gnb: u8) -> (N::A, N:
     (node, ric_leg, idx)
 }
 
+/// Wait until backend `name` shows `want` streams in flight, both at its
+/// balancer member and in `e2lb_backend_in_flight`.
+async fn in_flight_becomes<N: Net>(h: &Harness<N>, name: &str, want: i64) {
+    let now = || {
+        let member = h
+            .shared
+            .pool
+            .members()
+            .iter()
+            .find(|m| m.name() == name)
+            .map_or(-1, |m| i64::from(m.in_flight()));
+        (member, h.metrics.in_flight.with_label_values(&[name]).get())
+    };
+    for _ in 0..1000 {
+        if now() == (want, want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{name}: (member, gauge) in flight {:?}, want {want}", now());
+}
+
 async fn accept_any<N: Net>(rics: &mut [N::L]) -> (usize, N::A) {
     let futs = rics
         .iter_mut()
@@ -192,6 +214,9 @@ pub async fn relays_setup_subscription_and_10k_indications_in_order_with_stream_
         .await
         .unwrap();
     assert_eq!(recv(&mut node).await, Message::new(1, 70, sub_request(1)));
+    // Unanswered, the subscription is a stream in flight at ric-0 (the
+    // balancer's F term and e2lb_backend_in_flight), however long it waits.
+    in_flight_becomes(&h, "ric-0", 1).await;
     node.send(&Message::new(1, 70, sub_response(1)))
         .await
         .unwrap();
@@ -199,6 +224,7 @@ pub async fn relays_setup_subscription_and_10k_indications_in_order_with_stream_
         recv(&mut ric_leg).await,
         Message::new(1, 70, sub_response(1))
     );
+    in_flight_becomes(&h, "ric-0", 0).await;
 
     // 10,000 indications on alternating streams and PPIDs: all arrive unchanged,
     // in order within each stream (SCTP orders per stream, not across streams).
