@@ -574,3 +574,66 @@ async fn the_associations_of_a_backend_turning_unhealthy_are_rehomed() {
     // ric-0 still read what it was sent before its association was shut down.
     assert_eq!(loss.missing, 0, "{loss:?}");
 }
+
+/// A move the association does not finish within `move_timeout` (its target
+/// accepts the association but never answers the replayed E2 Setup) is
+/// reported as `timed_out`, counted apart from aborted moves, and changes
+/// nothing for the node: it stays where it was and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_that_outlasts_move_timeout_is_reported_timed_out() {
+    use e2lb::proxy::table::{MoveOutcome, MoveReason};
+    use e2lb::transport::Listener;
+    let st = start(Duration::from_secs(4)).await;
+    st.settled().await;
+    // A backend that takes associations and never says a word.
+    let mut silent = st
+        .net
+        .listen(ric_addr(3), Options::default())
+        .expect("listen");
+    let held = tokio::spawn(async move {
+        let mut legs = Vec::new();
+        while let Ok(a) = silent.accept().await {
+            legs.push(a);
+        }
+    });
+    st.shared
+        .pool
+        .add(
+            Backend::new(3, "ric-silent", ric_addr(3)),
+            std::time::Instant::now(),
+        )
+        .expect("added");
+    st.executor
+        .reconfigure(ExecutorConfig {
+            move_timeout: Duration::from_millis(300),
+            ..ExecutorConfig::default()
+        })
+        .expect("reconfigured");
+    let (from, _) = st.busiest();
+    let one = st.shared.associations.on_backend(from)[0].id;
+    let out = st
+        .executor
+        .move_one(one, Some(BackendId(3)), MoveReason::Planned, 1)
+        .await;
+    assert!(
+        matches!(out, Some(MoveOutcome::TimedOut { after_ms }) if after_ms == 300.0),
+        "{out:?}"
+    );
+    assert_eq!(
+        st.metric("e2lb_migrate_moves_total{outcome=\"timed_out\",reason=\"planned\"}"),
+        1.0,
+        "{}",
+        st.metrics.render()
+    );
+    assert_eq!(
+        st.shared.associations.get(one).and_then(|r| r.backend_id()),
+        Some(from),
+        "the association stays on its backend"
+    );
+    let (nodes, rics) = st.finish().await;
+    held.abort();
+    check_nodes(&nodes);
+    let refs: Vec<&RicReport> = rics.iter().collect();
+    let loss = combined_loss(&refs);
+    assert_eq!((loss.missing, loss.excess), (0, 0), "{loss:?}");
+}

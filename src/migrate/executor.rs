@@ -140,6 +140,7 @@ fn outcome_label(o: &MoveOutcome) -> &'static str {
         MoveOutcome::Switched { .. } => "switched",
         MoveOutcome::Aborted { .. } => "aborted",
         MoveOutcome::Refused { .. } => "refused",
+        MoveOutcome::TimedOut { .. } => "timed_out",
     }
 }
 
@@ -356,8 +357,8 @@ impl Executor {
         let outcome = match tokio::time::timeout(move_timeout, rx).await {
             Ok(Ok(o)) => Some(o),
             Ok(Err(_)) => None,
-            Err(_) => Some(MoveOutcome::Aborted {
-                reason: "timed out waiting for the move".into(),
+            Err(_) => Some(MoveOutcome::TimedOut {
+                after_ms: move_timeout.as_secs_f64() * 1e3,
             }),
         };
         self.metrics.running.dec();
@@ -432,9 +433,7 @@ impl Execution {
     fn count(&mut self, o: Option<MoveOutcome>) {
         match o {
             Some(MoveOutcome::Switched { .. }) => self.switched += 1,
-            Some(MoveOutcome::Aborted { reason }) if reason.starts_with("timed out") => {
-                self.timed_out += 1
-            }
+            Some(MoveOutcome::TimedOut { .. }) => self.timed_out += 1,
             Some(MoveOutcome::Aborted { .. }) => self.aborted += 1,
             Some(MoveOutcome::Refused { .. }) => self.refused += 1,
             None => self.gone += 1,

@@ -52,6 +52,9 @@ pub enum MoveOutcome {
     Aborted { reason: String },
     /// The association could not start a move now.
     Refused { reason: String },
+    /// No answer within `migrate.move_timeout`: the executor stopped waiting
+    /// (the association may still finish or abort the move on its own).
+    TimedOut { after_ms: f64 },
 }
 
 /// A request to an association task.
