@@ -168,6 +168,10 @@ impl Default for ProxySection {
 pub struct BackendSection {
     pub name: String,
     pub addr: SocketAddr,
+    /// Further addresses of a multi-homed E2 termination, on `addr`'s port:
+    /// associations are opened to all of them (`sctp_connectx`).
+    #[serde(default)]
+    pub secondary_addrs: Vec<SocketAddr>,
     /// Metrics URL probed for CPU and processing time. Default (when
     /// `[probe] enabled`): `http://<addr's host>:<probe.metrics_port><probe.metrics_path>`.
     #[serde(default)]
@@ -855,6 +859,16 @@ impl Config {
                     "port 0 is not a backend address",
                 ));
             }
+            for (j, a) in b.secondary_addrs.iter().enumerate() {
+                let why = if a.port() != b.addr.port() {
+                    "must use the port of addr (one SCTP endpoint)"
+                } else if *a == b.addr || b.secondary_addrs[..j].contains(a) {
+                    "duplicate address"
+                } else {
+                    continue;
+                };
+                return Err(invalid(format!("backends[{i}].secondary_addrs[{j}]"), why));
+            }
             if let Some(url) = &b.metrics {
                 if Target::with_url(BackendId(0), url).is_err() {
                     return Err(invalid(
@@ -972,6 +986,12 @@ impl Config {
             return Err(invalid("scale.exec.start", "the command must not be empty"));
         }
         for (i, b) in sc.standby.iter().enumerate() {
+            if !b.secondary_addrs.is_empty() {
+                return Err(invalid(
+                    format!("scale.standby[{i}].secondary_addrs"),
+                    "not supported for standby backends (only for [[backends]])",
+                ));
+            }
             if self
                 .backends
                 .iter()
@@ -1313,6 +1333,7 @@ impl Config {
                 id: BackendId(i as u32),
                 name: b.name.clone(),
                 addr: b.addr,
+                secondary_addrs: b.secondary_addrs.clone(),
                 metrics: self.metrics_url(b),
             })
             .collect()
@@ -1373,6 +1394,41 @@ mod tests {
         assert!(e.to_string().contains("proxy.listen[0]"), "{e}");
         let e = Config::parse(&format!("[proxy]\nlisten = ['127.0.0.1']\n{base}")).unwrap_err();
         assert!(e.to_string().contains("listen"), "{e}");
+        // A multi-homed backend: its further addresses, on the same port.
+        let c = Config::parse(&format!(
+            "{base}secondary_addrs = ['127.0.0.2:36421', '[::1]:36421']\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.backends()[0].addrs(),
+            ["127.0.0.1:36421", "127.0.0.2:36421", "[::1]:36421"]
+                .map(|a| a.parse::<SocketAddr>().unwrap())
+        );
+        for (extra, why) in [
+            (
+                "['127.0.0.2:1']",
+                "`backends[0].secondary_addrs[0]`: must use the port of addr",
+            ),
+            (
+                "['127.0.0.1:36421']",
+                "`backends[0].secondary_addrs[0]`: duplicate address",
+            ),
+            (
+                "['127.0.0.2:36421', '127.0.0.2:36421']",
+                "`backends[0].secondary_addrs[1]`: duplicate address",
+            ),
+        ] {
+            let e = Config::parse(&format!("{base}secondary_addrs = {extra}\n")).unwrap_err();
+            assert!(e.to_string().contains(why), "{extra}: {e}");
+        }
+        let e = Config::parse(&format!(
+            "{base}[[scale.standby]]\nname='s'\naddr='127.0.0.9:36421'\nsecondary_addrs=['127.0.0.8:36421']\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("scale.standby[0].secondary_addrs"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -224,7 +224,7 @@ impl Reloader {
             if let Some(o) = old.backends.iter().find(|o| o.name == b.name) {
                 if o != b {
                     need(&mut r, format!(
-                        "backends.{}: address or metrics changed (remove and re-add it, or restart)",
+                        "backends.{}: addresses or metrics changed (remove and re-add it, or restart)",
                         b.name
                     ));
                 }

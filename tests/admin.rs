@@ -462,12 +462,18 @@ async fn admin_api_end_to_end() {
         .call(
             "POST",
             "/api/v1/backends",
-            Some(r#"{"name":"ric-9","addr":"127.0.9.9:36421"}"#),
+            Some(
+                r#"{"name":"ric-9","addr":"127.0.9.9:36421","secondary_addrs":["127.0.19.9:36421"]}"#,
+            ),
         )
         .await;
     assert_eq!(code, 201, "{v}");
     assert_eq!(v["name"], "ric-9");
     assert_eq!(v["addr"], "127.0.9.9:36421");
+    assert_eq!(
+        v["secondary_addrs"],
+        serde_json::json!(["127.0.19.9:36421"])
+    );
     assert_eq!(
         v["metrics"],
         Value::Null,
@@ -506,6 +512,21 @@ async fn admin_api_end_to_end() {
             "bad addr",
         ),
         (r#"{"name":"ric-10","addr":"127.0.9.10:0"}"#, 400, "port 0"),
+        (
+            r#"{"name":"ric-10","addr":"127.0.9.10:1","secondary_addrs":["127.0.19.10:2"]}"#,
+            400,
+            "secondary address on another port",
+        ),
+        (
+            r#"{"name":"ric-10","addr":"127.0.9.10:1","secondary_addrs":["127.0.9.10:1"]}"#,
+            400,
+            "secondary address = addr",
+        ),
+        (
+            r#"{"name":"ric-10","addr":"127.0.9.10:1","secondary_addrs":["nope"]}"#,
+            400,
+            "bad secondary address",
+        ),
         (
             r#"{"name":"ric 10","addr":"127.0.9.10:1"}"#,
             400,

@@ -19,6 +19,12 @@
 //!   connects to one address; deleting the primary address fails that path,
 //!   SCTP retransmits on the other, and the association survives: no re-home,
 //!   no new association, nothing lost.
+//! - **A multi-homed backend's primary address is down when e2lb opens its
+//!   associations** (`multihomed_backend_is_opened_on_its_secondary_address`):
+//!   configured with `secondary_addrs`, e2lb opens each association to all of
+//!   its addresses (`sctp_connectx`, RTO.Initial 1 s); the INIT to the dead
+//!   primary goes unanswered and is sent to the secondary: every node is set
+//!   up, nothing is lost, no connect fails.
 //!
 //! A backend killed mid-stream is `migrate_sctp`'s
 //! `killed_backend_associations_are_rehomed`.
@@ -676,6 +682,126 @@ async fn multihomed_backend_survives_the_loss_of_a_path() {
         0.0,
         "nothing re-homed"
     );
+    assert_eq!(received, n.indications_sent, "nothing lost");
+    assert_eq!((gaps, dups), (0, 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kernel SCTP: runs in the rig (scripts/rig-test)"]
+async fn multihomed_backend_is_opened_on_its_secondary_address() {
+    if !rig::sctp_or_skip() {
+        return;
+    }
+    let _one = SERIAL.lock().await;
+    const LISTEN: &str = "127.0.0.1:47521";
+    const ADMIN: &str = "127.0.0.1:47590";
+    const PRIMARY: &str = "10.92.0.1";
+    const SECONDARY: &str = "10.92.0.2";
+    const PORT: u16 = 47521;
+    const NODES: u32 = 4;
+    let metrics_at: SocketAddr = addr("127.0.16.2:47580");
+    let dir = std::env::temp_dir().join(format!("e2lb-faults-mh2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let lo = LoAddrs::add(&[PRIMARY, SECONDARY]);
+    let a: SocketAddr = SocketAddr::new(PRIMARY.parse().expect("ip"), PORT);
+    let b: SocketAddr = SocketAddr::new(SECONDARY.parse().expect("ip"), PORT);
+    // The RIC is bound to both addresses; then the primary leaves the host
+    // (a dead interface) before any association is opened.
+    let stop = CancellationToken::new();
+    let listener = SctpListener::bind(&[a, b], &Options::default()).expect("multi-homed RIC");
+    ip(&["addr", "del", &format!("{PRIMARY}/32"), "dev", "lo"]);
+    let ric_live = RicLive::new();
+    let s = stop.clone();
+    tokio::spawn(e2lb::sim::serve_metrics(
+        metrics_at,
+        ric_live.clone(),
+        async move { s.cancelled().await },
+    ));
+    let s = stop.clone();
+    let ric = tokio::spawn(e2lb::sim::run_ric(
+        listener,
+        RicSimConfig {
+            name: "ric-mh2".to_owned(),
+            requestor_id: 301,
+            ..RicSimConfig::default()
+        },
+        ric_live.clone(),
+        async move { s.cancelled().await },
+    ));
+    rigproc::metrics_up("ric-mh2", metrics_at, POLL).await;
+    let cfg = e2lb_config(
+        &dir,
+        LISTEN,
+        ADMIN,
+        &[(
+            "ric-mh2",
+            a.to_string(),
+            Some(format!("http://{metrics_at}/metrics")),
+        )],
+        1,
+    );
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let primary_line = format!("addr = \"{a}\"\n");
+    assert!(text.contains(&primary_line));
+    std::fs::write(
+        &cfg,
+        text.replace(
+            &primary_line,
+            &format!("{primary_line}secondary_addrs = [\"{b}\"]\n"),
+        ),
+    )
+    .expect("write config");
+    let admin = addr(ADMIN);
+    let mut e2lb = start_e2lb(&cfg, dir.join("e2lb.log"), admin, PROC, POLL).await;
+    let opened = Instant::now();
+    let (live, task) = nodes(LISTEN, NODES, 9600, Duration::ZERO);
+    subscribed(&live, u64::from(NODES), Duration::from_secs(60)).await;
+    let took = opened.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let paths = path_states("10.92.0.");
+    let m = admin_metrics(admin).await;
+    live.stop();
+    let n = task.await.expect("nodes");
+    accounting::e2lb_idle(admin).await;
+    stop.cancel();
+    let report = serde_json::to_value(ric.await.expect("ric")).expect("report");
+    e2lb.terminate(Duration::from_secs(10)).await;
+    drop(lo);
+    let reports = [report];
+    let received = accounting::received(&reports);
+    let (gaps, dups, streams) = stream_faults(&reports);
+    println!(
+        "multi-homing at open: primary {PRIMARY} down; {NODES} nodes subscribed {:.2} s after they started; paths {}; {} sent, {received} received, {streams} streams; connect failures {}",
+        took.as_secs_f64(),
+        show(&paths),
+        n.indications_sent,
+        metric(&m, "e2lb_backend_connect_failures_total", &[]),
+    );
+    assert_eq!(n.errors, 0, "node errors: {:?}", n.error_samples);
+    assert_eq!(n.reconnects, 0, "no node association restarted");
+    assert_eq!(n.setups_failed, 0, "every E2 Setup answered");
+    assert_eq!(
+        ric_live.associations_total.load(Relaxed),
+        u64::from(NODES),
+        "one association per node reached the RIC"
+    );
+    assert_eq!(
+        metric(&m, "e2lb_backend_connect_failures_total", &[]),
+        0.0,
+        "no connect failed"
+    );
+    let active_b: usize = paths
+        .iter()
+        .filter(|((p, st), _)| p == SECONDARY && *st == "active")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        active_b >= NODES as usize,
+        "the secondary path carries the associations: {}",
+        show(&paths)
+    );
+    assert!(n.indications_sent > 0);
     assert_eq!(received, n.indications_sent, "nothing lost");
     assert_eq!((gaps, dups), (0, 0));
     let _ = std::fs::remove_dir_all(&dir);

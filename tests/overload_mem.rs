@@ -349,6 +349,12 @@ impl Connector for Recording {
         }
         self.inner.connect(addr).await
     }
+    async fn connect_multi(&self, addrs: &[SocketAddr]) -> e2lb::transport::Result<MemAssoc> {
+        if let (Ok(mut m), Some(a)) = (self.opened.lock(), addrs.first()) {
+            m.entry(*a).or_default().push(Instant::now());
+        }
+        self.inner.connect_multi(addrs).await
+    }
 }
 
 /// Most starts within any window of `w` in sorted `times`.

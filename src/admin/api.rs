@@ -456,6 +456,7 @@ fn backend_json(state: &AdminState, m: &Member, view: &View, now: Instant) -> Va
         "name": m.name(),
         "id": m.id().0,
         "addr": m.backend.addr.to_string(),
+        "secondary_addrs": m.backend.secondary_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "metrics": m.backend.metrics,
         "status": status,
         "healthy": healthy,
@@ -504,6 +505,8 @@ struct NewBackend {
     name: String,
     addr: String,
     #[serde(default)]
+    secondary_addrs: Vec<String>,
+    #[serde(default)]
     metrics: Option<String>,
 }
 
@@ -540,6 +543,22 @@ async fn add_backend(state: &AdminState, req: Request<Incoming>) -> Resp {
             "addr: port 0 is not a backend address",
         );
     }
+    let mut secondary_addrs: Vec<SocketAddr> = Vec::with_capacity(nb.secondary_addrs.len());
+    for (j, text) in nb.secondary_addrs.iter().enumerate() {
+        let why = match text.parse::<SocketAddr>() {
+            Err(_) => "is not an IP:port address",
+            Ok(a) if a.port() != addr.port() => "must use the port of addr (one SCTP endpoint)",
+            Ok(a) if a == addr || secondary_addrs.contains(&a) => "duplicate address",
+            Ok(a) => {
+                secondary_addrs.push(a);
+                continue;
+            }
+        };
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("secondary_addrs[{j}] {text:?} {why}"),
+        );
+    }
     let metrics = nb.metrics.or_else(|| {
         state
             .default_metrics
@@ -552,10 +571,11 @@ async fn add_backend(state: &AdminState, req: Request<Incoming>) -> Resp {
         }
     }
     let mut b = Backend::new(0, nb.name, addr);
+    b.secondary_addrs = secondary_addrs;
     b.metrics = metrics;
     match state.pool.add(b, now()) {
         Ok(m) => {
-            info!(backend = m.name(), addr = %m.backend.addr, metrics = ?m.backend.metrics, "backend added (admin API)");
+            info!(backend = m.name(), addr = %m.backend.addr, secondary_addrs = ?m.backend.secondary_addrs, metrics = ?m.backend.metrics, "backend added (admin API)");
             state
                 .balance
                 .metrics()

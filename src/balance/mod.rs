@@ -34,8 +34,12 @@ pub struct Backend {
     pub id: BackendId,
     /// Operator-facing name (metric label), e.g. "ric-0".
     pub name: String,
-    /// E2 (SCTP) address of the pod's E2 termination.
+    /// E2 (SCTP) address of the pod's E2 termination (the primary path).
     pub addr: SocketAddr,
+    /// Further addresses of a multi-homed E2 termination (same port). An
+    /// association is opened to all of them at once (`sctp_connectx`): the
+    /// kernel tries the next when the INIT to one goes unanswered.
+    pub secondary_addrs: Vec<SocketAddr>,
     /// URL of the pod's Prometheus metrics (probed for CPU and processing
     /// time); `None` leaves it unprobed.
     pub metrics: Option<String>,
@@ -47,8 +51,16 @@ impl Backend {
             id: BackendId(id),
             name: name.into(),
             addr,
+            secondary_addrs: Vec::new(),
             metrics: None,
         }
+    }
+
+    /// Every address to open an association to, the primary first.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.addr)
+            .chain(self.secondary_addrs.iter().copied())
+            .collect()
     }
 
     pub fn with_metrics(mut self, url: impl Into<String>) -> Self {

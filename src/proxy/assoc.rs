@@ -1078,14 +1078,16 @@ async fn pace<C: Connector>(
 /// failure is logged and counted.
 pub(super) async fn open<C: Connector>(shared: &Shared<C>, m: &Member) -> Option<C::Assoc> {
     let (name, addr) = (m.name(), m.backend.addr);
-    match tokio::time::timeout(
-        shared.config().connect_timeout,
-        shared.connector.connect(addr),
-    )
-    .await
-    {
+    let connecting = async {
+        if m.backend.secondary_addrs.is_empty() {
+            shared.connector.connect(addr).await
+        } else {
+            shared.connector.connect_multi(&m.backend.addrs()).await
+        }
+    };
+    match tokio::time::timeout(shared.config().connect_timeout, connecting).await {
         Ok(Ok(a)) => {
-            debug!(backend = %name, %addr, "backend association open");
+            debug!(backend = %name, %addr, peer = %a.info().peer, "backend association open");
             return Some(a);
         }
         Ok(Err(e)) => warn!(backend = %name, %addr, error = %e, "backend connect failed"),

@@ -183,6 +183,23 @@ impl Connector for MemConnector {
             .map_err(|_| Error::Refused(addr))?;
         Ok(client)
     }
+    /// Like SCTP's INIT retransmitted to the next address: the first address
+    /// that has a listener takes the association.
+    async fn connect_multi(&self, addrs: &[SocketAddr]) -> Result<MemAssoc> {
+        let mut first_error = None;
+        for &a in addrs {
+            match self.connect(a).await {
+                Ok(assoc) => return Ok(assoc),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or(Error::io(
+            "connect",
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"),
+        )))
+    }
 }
 
 /// One end of an in-memory association.
@@ -307,6 +324,22 @@ mod tests {
         assert!(matches!(
             c.connect("127.0.0.1:9".parse().unwrap()).await,
             Err(Error::Refused(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn connect_multi_takes_the_first_address_that_answers() {
+        let net = MemNet::new();
+        let second: SocketAddr = "127.0.0.4:9".parse().unwrap();
+        let mut l = net.listen(second, Options::default()).unwrap();
+        let c = net.connector("127.0.0.2:0".parse().unwrap(), Options::default());
+        let first: SocketAddr = "127.0.0.3:9".parse().unwrap();
+        let a = c.connect_multi(&[first, second]).await.unwrap();
+        assert_eq!(a.info().peer, second);
+        assert_eq!(l.accept().await.unwrap().info().local, second);
+        assert!(matches!(
+            c.connect_multi(&[first]).await,
+            Err(Error::Refused(a)) if a == first
         ));
     }
 }

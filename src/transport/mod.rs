@@ -141,6 +141,12 @@ pub trait Listener: Send + 'static {
 pub trait Connector: Clone + Send + Sync + 'static {
     type Assoc: Association;
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = Result<Self::Assoc>> + Send;
+    /// Open one association to a peer known by several addresses (a
+    /// multi-homed SCTP endpoint; all on one port), the first preferred.
+    fn connect_multi(
+        &self,
+        addrs: &[SocketAddr],
+    ) -> impl Future<Output = Result<Self::Assoc>> + Send;
 }
 
 /// Stream counts and socket options shared by both transports.

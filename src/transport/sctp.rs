@@ -60,6 +60,8 @@ const MIN_SPARE: usize = 32 * 1024;
 /// How long a dropped association may take to finish its graceful shutdown
 /// before its socket is closed regardless.
 pub const LINGER: Duration = Duration::from_secs(10);
+/// RTO.Initial (ms) of an association opened to several peer addresses.
+const MULTI_HOMED_RTO_INITIAL_MS: u32 = 1000;
 /// Listen backlog for [`SctpListener`].
 const BACKLOG: i32 = 1024;
 
@@ -332,6 +334,17 @@ impl SctpConnector {
         if let Some(local) = &self.local {
             bind_all(&sock, local)?;
         }
+        if peers.len() > 1 {
+            // The INIT goes to the next address when the one before it
+            // timed out: after RTO.Initial, which RFC 9260 sets to 1 s
+            // (Linux keeps RFC 4960's 3 s, e2lb's whole connect time-out).
+            let rto = sys::SctpRtoinfo {
+                srto_initial: MULTI_HOMED_RTO_INITIAL_MS,
+                ..Default::default()
+            };
+            sys::setsockopt(sock.as_raw_fd(), sys::SOL_SCTP, sys::SCTP_RTOINFO, &rto)
+                .map_err(|e| Error::io("SCTP_RTOINFO", e))?;
+        }
         let started = if peers.len() == 1 {
             sock.connect(&first.into())
         } else {
@@ -396,7 +409,12 @@ impl SctpConnector {
 impl Connector for SctpConnector {
     type Assoc = SctpAssoc;
     async fn connect(&self, addr: SocketAddr) -> Result<SctpAssoc> {
-        self.connect_multi(&[addr]).await
+        SctpConnector::connect_multi(self, &[addr]).await
+    }
+    /// `sctp_connectx` to every address: the kernel sends the INIT to the
+    /// first and, when it goes unanswered, retransmits it to the others.
+    async fn connect_multi(&self, addrs: &[SocketAddr]) -> Result<SctpAssoc> {
+        SctpConnector::connect_multi(self, addrs).await
     }
 }
 

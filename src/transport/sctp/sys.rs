@@ -20,6 +20,7 @@ pub const IPPROTO_SCTP: c_int = 132;
 pub const SOL_SCTP: c_int = 132;
 
 // Socket options (linux/sctp.h, "#define SCTP_…").
+pub const SCTP_RTOINFO: c_int = 0;
 pub const SCTP_INITMSG: c_int = 2;
 pub const SCTP_NODELAY: c_int = 3;
 pub const SCTP_EVENTS: c_int = 11;
@@ -63,6 +64,16 @@ pub struct SctpInitmsg {
     pub sinit_max_instreams: u16,
     pub sinit_max_attempts: u16,
     pub sinit_max_init_timeo: u16,
+}
+
+/// `struct sctp_rtoinfo` (milliseconds; 0 leaves a value unchanged).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct SctpRtoinfo {
+    pub srto_assoc_id: i32,
+    pub srto_initial: u32,
+    pub srto_max: u32,
+    pub srto_min: u32,
 }
 
 /// `struct sctp_sndinfo` (cmsg `SCTP_SNDINFO`).
@@ -151,6 +162,7 @@ const _: () = assert!(size_of::<SctpStatus>() == 176);
 pub unsafe trait Pod: Copy {}
 // SAFETY: all are repr(C) structs of integers / integer arrays.
 unsafe impl Pod for SctpInitmsg {}
+unsafe impl Pod for SctpRtoinfo {}
 unsafe impl Pod for SctpSndinfo {}
 unsafe impl Pod for SctpRcvinfo {}
 unsafe impl Pod for SctpEvent {}
