@@ -487,6 +487,64 @@ impl Drop for LoAddrs {
     }
 }
 
+/// A RIC simulator bound to several addresses (sctp_bindx): one multi-homed
+/// SCTP endpoint, with its metrics page.
+struct MultiHomedRic {
+    live: Arc<RicLive>,
+    stop: CancellationToken,
+    task: JoinHandle<e2lb::sim::RicReport>,
+}
+
+impl MultiHomedRic {
+    async fn start(
+        name: &str,
+        addrs: &[SocketAddr],
+        metrics_at: SocketAddr,
+        requestor_id: u16,
+    ) -> MultiHomedRic {
+        let stop = CancellationToken::new();
+        let listener = SctpListener::bind(addrs, &Options::default()).expect("multi-homed RIC");
+        let live = RicLive::new();
+        let s = stop.clone();
+        tokio::spawn(e2lb::sim::serve_metrics(
+            metrics_at,
+            live.clone(),
+            async move { s.cancelled().await },
+        ));
+        let s = stop.clone();
+        let task = tokio::spawn(e2lb::sim::run_ric(
+            listener,
+            RicSimConfig {
+                name: name.to_owned(),
+                requestor_id,
+                ..RicSimConfig::default()
+            },
+            live.clone(),
+            async move { s.cancelled().await },
+        ));
+        rigproc::metrics_up(name, metrics_at, POLL).await;
+        MultiHomedRic { live, stop, task }
+    }
+
+    /// Stop the nodes, let e2lb finish every association, then stop the RIC
+    /// and e2lb: the nodes' report, the RIC's report and e2lb's metrics.
+    async fn wind_down(
+        self,
+        nodes: (Arc<NodeLive>, JoinHandle<NodeReport>),
+        admin: SocketAddr,
+        mut e2lb: rigproc::Proc,
+    ) -> (NodeReport, Value, String) {
+        let m = admin_metrics(admin).await;
+        nodes.0.stop();
+        let n = nodes.1.await.expect("nodes");
+        accounting::e2lb_idle(admin).await;
+        self.stop.cancel();
+        let report = serde_json::to_value(self.task.await.expect("ric")).expect("report");
+        e2lb.terminate(Duration::from_secs(10)).await;
+        (n, report, m)
+    }
+}
+
 fn ip(args: &[&str]) {
     let out = std::process::Command::new("ip")
         .args(args)
@@ -557,27 +615,8 @@ async fn multihomed_backend_survives_the_loss_of_a_path() {
     let b: SocketAddr = SocketAddr::new(PATH_B.parse().expect("ip"), PORT);
 
     // The RIC, bound to both addresses (sctp_bindx): one multi-homed endpoint.
-    let stop = CancellationToken::new();
-    let listener = SctpListener::bind(&[a, b], &Options::default()).expect("multi-homed RIC");
-    let ric_live = RicLive::new();
-    let s = stop.clone();
-    tokio::spawn(e2lb::sim::serve_metrics(
-        metrics_at,
-        ric_live.clone(),
-        async move { s.cancelled().await },
-    ));
-    let s = stop.clone();
-    let ric = tokio::spawn(e2lb::sim::run_ric(
-        listener,
-        RicSimConfig {
-            name: "ric-mh".to_owned(),
-            requestor_id: 300,
-            ..RicSimConfig::default()
-        },
-        ric_live.clone(),
-        async move { s.cancelled().await },
-    ));
-    rigproc::metrics_up("ric-mh", metrics_at, POLL).await;
+    let ric = MultiHomedRic::start("ric-mh", &[a, b], metrics_at, 300).await;
+    let ric_live = ric.live.clone();
     // e2lb knows the backend by its first address only.
     let cfg = e2lb_config(
         &dir,
@@ -591,7 +630,7 @@ async fn multihomed_backend_survives_the_loss_of_a_path() {
         1,
     );
     let admin = addr(ADMIN);
-    let mut e2lb = start_e2lb(&cfg, dir.join("e2lb.log"), admin, PROC, POLL).await;
+    let e2lb = start_e2lb(&cfg, dir.join("e2lb.log"), admin, PROC, POLL).await;
     let (live, task) = nodes(LISTEN, NODES, 9500, Duration::from_secs(1));
     subscribed(&live, u64::from(NODES), Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -644,13 +683,7 @@ async fn multihomed_backend_survives_the_loss_of_a_path() {
         active_b >= NODES as usize,
         "the second path carries the traffic"
     );
-    let m = admin_metrics(admin).await;
-    live.stop();
-    let n = task.await.expect("nodes");
-    accounting::e2lb_idle(admin).await;
-    stop.cancel();
-    let report = serde_json::to_value(ric.await.expect("ric")).expect("report");
-    e2lb.terminate(Duration::from_secs(10)).await;
+    let (n, report, m) = ric.wind_down((live, task), admin, e2lb).await;
     drop(lo);
     let reports = [report];
     let received = accounting::received(&reports);
@@ -708,28 +741,8 @@ async fn multihomed_backend_is_opened_on_its_secondary_address() {
     let b: SocketAddr = SocketAddr::new(SECONDARY.parse().expect("ip"), PORT);
     // The RIC is bound to both addresses; then the primary leaves the host
     // (a dead interface) before any association is opened.
-    let stop = CancellationToken::new();
-    let listener = SctpListener::bind(&[a, b], &Options::default()).expect("multi-homed RIC");
+    let ric = MultiHomedRic::start("ric-mh2", &[a, b], metrics_at, 301).await;
     ip(&["addr", "del", &format!("{PRIMARY}/32"), "dev", "lo"]);
-    let ric_live = RicLive::new();
-    let s = stop.clone();
-    tokio::spawn(e2lb::sim::serve_metrics(
-        metrics_at,
-        ric_live.clone(),
-        async move { s.cancelled().await },
-    ));
-    let s = stop.clone();
-    let ric = tokio::spawn(e2lb::sim::run_ric(
-        listener,
-        RicSimConfig {
-            name: "ric-mh2".to_owned(),
-            requestor_id: 301,
-            ..RicSimConfig::default()
-        },
-        ric_live.clone(),
-        async move { s.cancelled().await },
-    ));
-    rigproc::metrics_up("ric-mh2", metrics_at, POLL).await;
     let cfg = e2lb_config(
         &dir,
         LISTEN,
@@ -753,20 +766,15 @@ async fn multihomed_backend_is_opened_on_its_secondary_address() {
     )
     .expect("write config");
     let admin = addr(ADMIN);
-    let mut e2lb = start_e2lb(&cfg, dir.join("e2lb.log"), admin, PROC, POLL).await;
+    let e2lb = start_e2lb(&cfg, dir.join("e2lb.log"), admin, PROC, POLL).await;
     let opened = Instant::now();
     let (live, task) = nodes(LISTEN, NODES, 9600, Duration::ZERO);
     subscribed(&live, u64::from(NODES), Duration::from_secs(60)).await;
     let took = opened.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let paths = path_states("10.92.0.");
-    let m = admin_metrics(admin).await;
-    live.stop();
-    let n = task.await.expect("nodes");
-    accounting::e2lb_idle(admin).await;
-    stop.cancel();
-    let report = serde_json::to_value(ric.await.expect("ric")).expect("report");
-    e2lb.terminate(Duration::from_secs(10)).await;
+    let ric_live = ric.live.clone();
+    let (n, report, m) = ric.wind_down((live, task), admin, e2lb).await;
     drop(lo);
     let reports = [report];
     let received = accounting::received(&reports);

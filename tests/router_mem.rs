@@ -92,6 +92,33 @@ fn named() -> PodChoice {
     PodChoice::Named(vec!["ric-0".into(), "ric-1".into(), "ric-2".into()])
 }
 
+/// The proxy's shared state with one router group (its backends connect
+/// from 127.0.30.100).
+fn shared_in_router_mode(
+    net: &MemNet,
+    pool: Pool,
+    metrics: &Arc<Metrics>,
+    group: NodeGroup,
+    config: RouterConfig,
+) -> Arc<Shared<MemConnector>> {
+    let config = ProxyConfig {
+        router: Arc::new(RouterSettings {
+            groups: vec![group],
+            config,
+        }),
+        ..ProxyConfig::default()
+    };
+    Arc::new(
+        Shared::new(
+            config,
+            pool,
+            net.connector(addr("127.0.30.100:0"), Options::default()),
+            metrics.clone(),
+        )
+        .expect("shared"),
+    )
+}
+
 async fn start(duration: Duration, on_pod_failure: PodFailure, pods: PodChoice) -> Stack {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("e2lb=debug")
@@ -107,31 +134,22 @@ async fn start(duration: Duration, on_pod_failure: PodFailure, pods: PodChoice) 
             .collect(),
     );
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let config = ProxyConfig {
-        router: Arc::new(RouterSettings {
-            groups: vec![NodeGroup {
-                name: "shared".into(),
-                plmn: Some([0x00, 0xf1, 0x10]),
-                gnb_ids: Vec::new(),
-                pods,
-            }],
-            config: RouterConfig {
-                on_pod_failure,
-                retry_min: Duration::from_millis(100),
-                retry_max: Duration::from_millis(400),
-                ..RouterConfig::default()
-            },
-        }),
-        ..ProxyConfig::default()
-    };
-    let shared = Arc::new(
-        Shared::new(
-            config,
-            pool,
-            net.connector(addr("127.0.30.100:0"), Options::default()),
-            metrics.clone(),
-        )
-        .expect("shared"),
+    let shared = shared_in_router_mode(
+        &net,
+        pool,
+        &metrics,
+        NodeGroup {
+            name: "shared".into(),
+            plmn: Some([0x00, 0xf1, 0x10]),
+            gnb_ids: Vec::new(),
+            pods,
+        },
+        RouterConfig {
+            on_pod_failure,
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_millis(400),
+            ..RouterConfig::default()
+        },
     );
     let listen = addr("127.0.30.50:36421");
     let l = net.listen(listen, Options::default()).expect("listen");
@@ -459,26 +477,17 @@ async fn streams_in_flight_at_each_pod_reach_the_balancer() {
             .collect(),
     );
     let metrics = Arc::new(Metrics::new().expect("metrics"));
-    let config = ProxyConfig {
-        router: Arc::new(RouterSettings {
-            groups: vec![NodeGroup {
-                name: "shared".into(),
-                plmn: None,
-                gnb_ids: Vec::new(),
-                pods: PodChoice::Named(vec!["pod-10".into(), "pod-11".into()]),
-            }],
-            config: RouterConfig::default(),
-        }),
-        ..ProxyConfig::default()
-    };
-    let shared = Arc::new(
-        Shared::new(
-            config,
-            pool,
-            net.connector(addr("127.0.30.100:0"), Options::default()),
-            metrics.clone(),
-        )
-        .expect("shared"),
+    let shared = shared_in_router_mode(
+        &net,
+        pool,
+        &metrics,
+        NodeGroup {
+            name: "shared".into(),
+            plmn: None,
+            gnb_ids: Vec::new(),
+            pods: PodChoice::Named(vec!["pod-10".into(), "pod-11".into()]),
+        },
+        RouterConfig::default(),
     );
     let listen = addr("127.0.30.60:36421");
     let l = net.listen(listen, Options::default()).expect("listen");

@@ -282,6 +282,9 @@ impl<N: Association, C: Connector> Driver<N, C> {
             }
             self.arm_timer();
             let io = poll_fn(|cx| self.poll_io(cx)).await;
+            // Sampled after the flush, before the new input is handled (and
+            // in `poll_io` before the driver sleeps).
+            self.report_in_flight();
             let t = now();
             self.account_queues();
             match io {
@@ -489,10 +492,6 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 return Poll::Ready(Io::SendFailed(Peer::Backend(b.attached.id), e));
             }
         }
-        // Streams in flight, sampled after every flush: what is still queued
-        // counts, and so does a request that stays unanswered while the
-        // driver sleeps.
-        self.report_in_flight();
         if let Some((purpose, f)) = self.connecting.as_mut() {
             if let Poll::Ready(r) = f.as_mut().poll(cx) {
                 let purpose = *purpose;
@@ -544,6 +543,9 @@ impl<N: Association, C: Connector> Driver<N, C> {
         if !self.cancel_seen && self.cancelled.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Io::Cancelled);
         }
+        // Going to sleep: what is in flight now (a request that stays
+        // unanswered) must not wait for the next input to be seen.
+        self.report_in_flight();
         Poll::Pending
     }
 

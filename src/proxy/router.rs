@@ -140,6 +140,9 @@ impl<N: Association, C: Connector> RouterDriver<N, C> {
             }
             self.arm_timer();
             let io = poll_fn(|cx| self.poll_io(cx)).await;
+            // Sampled after the flush, before the new input is handled (and
+            // in `poll_io` before the driver sleeps).
+            self.report_in_flight();
             let t = now();
             match io {
                 Io::Node(Ok(Some(m))) => {
@@ -264,10 +267,6 @@ impl<N: Association, C: Connector> RouterDriver<N, C> {
                 return Poll::Ready(Io::SendFailed(Peer::Backend(p.id), e));
             }
         }
-        // Streams in flight, sampled after every flush: what is still queued
-        // counts, and so does a request that stays unanswered while the
-        // driver sleeps.
-        self.report_in_flight();
         let mut i = 0;
         while i < self.opening.len() {
             if let Poll::Ready(r) = self.opening[i].1.as_mut().poll(cx) {
@@ -315,6 +314,9 @@ impl<N: Association, C: Connector> RouterDriver<N, C> {
         if !self.cancel_seen && self.cancelled.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Io::Cancelled);
         }
+        // Going to sleep: what is in flight now (a request that stays
+        // unanswered) must not wait for the next input to be seen.
+        self.report_in_flight();
         Poll::Pending
     }
 
