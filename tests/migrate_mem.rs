@@ -637,3 +637,113 @@ async fn a_move_that_outlasts_move_timeout_is_reported_timed_out() {
     let loss = combined_loss(&refs);
     assert_eq!((loss.missing, loss.excess), (0, 0), "{loss:?}");
 }
+
+/// Another replica's scaler removed a backend (here: the static actuator is
+/// told to, as the leader would), so discovery stops reporting it while it
+/// still answers — a pod in its termination grace period. This replica is a
+/// follower: it does not actuate, but its reconcile drains the backend and
+/// migrates every association it holds there live, before the pod dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_migrates_its_associations_off_a_backend_discovery_no_longer_reports() {
+    use e2lb::proxy::table::MoveReason;
+    use e2lb::scale::actuator::Actuator;
+    let mut st = start(Duration::from_secs(12)).await;
+    st.rics.push(Some(start_ric(&st.net, 3)));
+    st.settled().await;
+    let prov = |i: u16| Provisioned {
+        name: format!("ric-{i}"),
+        addr: ric_addr(i),
+        metrics: None,
+    };
+    let actuator = Arc::new(StaticPool::new((0..4).map(prov).collect(), Vec::new()));
+    let control = ScaleControl::new(
+        ScaleSettings {
+            policy: ScalerConfig {
+                min_replicas: 3,
+                max_replicas: 4,
+                ..ScalerConfig::default()
+            },
+            ..ScaleSettings::default()
+        },
+        actuator.clone(),
+        &st.metrics.registry,
+    )
+    .expect("scaler")
+    .with_migrate(st.executor.clone(), true, false);
+    let now = std::time::Instant::now;
+    // ric-3 is discovered and joins; a few associations are moved onto it.
+    control
+        .tick(
+            &st.shared.pool,
+            &st.shared.balance,
+            &st.metrics,
+            false,
+            now(),
+        )
+        .await;
+    let ric3 = st.shared.pool.find("ric-3").expect("ric-3 joined").id();
+    let (from, _) = st.busiest();
+    let some: Vec<u64> = st
+        .shared
+        .associations
+        .on_backend(from)
+        .iter()
+        .take(3)
+        .map(|r| r.id)
+        .collect();
+    for id in &some {
+        let out = st
+            .executor
+            .move_one(*id, Some(ric3), MoveReason::Planned, 1)
+            .await;
+        assert!(
+            matches!(out, Some(e2lb::proxy::table::MoveOutcome::Switched { .. })),
+            "{out:?}"
+        );
+    }
+    assert_eq!(st.shared.associations.on_backend(ric3).len(), some.len());
+    // The leader (elsewhere) removes ric-3: discovery no longer lists it.
+    actuator.apply(3, &[prov(3)]).await.expect("removed");
+    assert_eq!(actuator.active().len(), 3);
+    control
+        .tick(
+            &st.shared.pool,
+            &st.shared.balance,
+            &st.metrics,
+            false,
+            now(),
+        )
+        .await;
+    let switched = "e2lb_migrate_moves_total{outcome=\"switched\",reason=\"planned\"}";
+    let evacuated = || st.metric(switched) as usize - some.len();
+    // Well before the nodes stop (12 s): these moves are the evacuation's.
+    for _ in 0..150 {
+        if evacuated() == some.len() && st.shared.associations.on_backend(ric3).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        (evacuated(), st.shared.associations.on_backend(ric3).len()),
+        (some.len(), 0),
+        "ric-3's associations were migrated off live"
+    );
+    assert_eq!(
+        st.shared.associations.on_backend(ric3).len()
+            + (0..3u32)
+                .map(|b| st.shared.associations.on_backend(BackendId(b)).len())
+                .sum::<usize>(),
+        NODES as usize,
+        "every node still connected"
+    );
+    st.shared.pool.sweep();
+    assert!(
+        st.shared.pool.find("ric-3").is_none(),
+        "ric-3 left the pool"
+    );
+    let (nodes, rics) = st.finish().await;
+    check_nodes(&nodes);
+    let refs: Vec<&RicReport> = rics.iter().collect();
+    let loss = combined_loss(&refs);
+    assert_eq!((loss.missing, loss.excess), (0, 0), "{loss:?}");
+}

@@ -21,6 +21,11 @@
 //! - A follower takes the same decisions (they are recorded, marked
 //!   `follower`) but does not actuate; it still reconciles the pool with
 //!   discovery so it balances onto the backends the leader starts.
+//! - A backend discovery stops reporting (the leader removed it: a pod in its
+//!   termination grace period, which Kubernetes lists as `terminating`)
+//!   leaves the pool on every replica, and with a migration executor the
+//!   associations each replica holds there are migrated off live while it
+//!   still answers, not failed over when it dies.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -39,7 +44,7 @@ use super::policy::{
 use crate::balance::bnb::Mode;
 use crate::balance::live::LiveBalancer;
 use crate::balance::load::CpuSource;
-use crate::balance::{Backend, Pool};
+use crate::balance::{Backend, Pool, Removal};
 use crate::proxy::Metrics;
 use crate::session::BackendId;
 
@@ -348,14 +353,30 @@ impl ScaleControl {
             .filter(|n| !found.iter().any(|p| &p.name == *n))
             .cloned()
             .collect();
+        let mut evacuate = Vec::new();
         for name in gone {
             i.managed.remove(&name);
             if i.removing.iter().any(|r| r.name == name) {
                 continue;
             }
-            warn!(backend = %name, actuator = self.actuator.kind(),
-                  "backend no longer reported by the actuator: leaves the pool");
-            let _ = pool.remove(&name);
+            let id = pool.find(&name).map(|m| m.id());
+            match (pool.remove(&name), id) {
+                (Ok(Removal::Pending { associations }), Some(id)) => {
+                    // On every replica, leader or not: a pod that is
+                    // terminating (its grace period) still answers, so what
+                    // this replica holds on it moves live instead of failing
+                    // over when it dies.
+                    warn!(backend = %name, associations, actuator = self.actuator.kind(),
+                          "backend no longer reported by the actuator (terminating or gone): leaves the pool once its associations are migrated off");
+                    evacuate.push((id, name));
+                }
+                _ => warn!(backend = %name, actuator = self.actuator.kind(),
+                           "backend no longer reported by the actuator: leaves the pool"),
+            }
+        }
+        drop(i);
+        for (id, name) in evacuate {
+            self.evacuate(id, &name);
         }
         added
     }
