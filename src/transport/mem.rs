@@ -157,6 +157,7 @@ impl Connector for MemConnector {
         let server_out = peer_opts.out_streams.min(self.opts.in_streams).max(1);
         let client = MemAssoc {
             tx: PollSender::new(a_tx),
+            reserving: false,
             rx: b_rx,
             info: AssocInfo {
                 local,
@@ -168,6 +169,7 @@ impl Connector for MemConnector {
         };
         let server = MemAssoc {
             tx: PollSender::new(b_tx),
+            reserving: false,
             rx: a_rx,
             info: AssocInfo {
                 local: addr,
@@ -205,6 +207,9 @@ impl Connector for MemConnector {
 /// One end of an in-memory association.
 pub struct MemAssoc {
     tx: PollSender<Message>,
+    /// A reservation is pending in `tx` (the queue was full): the next send
+    /// must go through it, in order.
+    reserving: bool,
     rx: mpsc::Receiver<Message>,
     info: AssocInfo,
     max_message: usize,
@@ -225,15 +230,31 @@ impl Association for MemAssoc {
     }
 
     fn poll_send(&mut self, cx: &mut Context<'_>, msg: &Message) -> Poll<Result<()>> {
+        let mut m = msg.clone();
+        if m.stream >= self.info.outbound_streams {
+            STATS.stream_fallback();
+            m.stream = self.info.outbound_streams.saturating_sub(1);
+        }
+        // Fast path: room in the queue and no reservation waiting (one sender
+        // per direction, so nothing can overtake a waiting reservation).
+        if !self.reserving {
+            match self.tx.get_ref().map(|tx| tx.try_send(m)) {
+                Some(Ok(())) => return Poll::Ready(Ok(())),
+                Some(Err(mpsc::error::TrySendError::Full(back))) => m = back,
+                Some(Err(mpsc::error::TrySendError::Closed(_))) | None => {
+                    return Poll::Ready(Err(Error::Lost("peer closed")))
+                }
+            }
+        }
+        // Full: wait for room (back-pressure), woken when the peer reads.
         match self.tx.poll_reserve(cx) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                self.reserving = true;
+                Poll::Pending
+            }
             Poll::Ready(Err(_)) => Poll::Ready(Err(Error::Lost("peer closed"))),
             Poll::Ready(Ok(())) => {
-                let mut m = msg.clone();
-                if m.stream >= self.info.outbound_streams {
-                    STATS.stream_fallback();
-                    m.stream = self.info.outbound_streams.saturating_sub(1);
-                }
+                self.reserving = false;
                 Poll::Ready(self.tx.send_item(m).map_err(|_| Error::Lost("peer closed")))
             }
         }
