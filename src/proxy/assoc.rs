@@ -209,10 +209,46 @@ struct Driver<N, C: Connector> {
     registered: Registered,
     /// The node's E2 Setup named a router-mode group: hand over to its driver.
     handoff: Option<NodeGroup>,
+    clock: Clock,
 }
 
 pub(super) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// The drivers' time for the inputs they handle: read again after the driver
+/// slept or on a timer, else shared by up to [`Clock::REUSE`] inputs handled
+/// in a row (such a burst lasts microseconds). Reading the clock for every
+/// message was one system call per message where `clock_gettime` has no
+/// vDSO (the rig: 3.07 → 2.0x calls per forwarded message). Also paces the
+/// cancellation check, which takes a lock.
+pub(super) struct Clock {
+    at: Instant,
+    uses: u32,
+}
+
+impl Clock {
+    const REUSE: u32 = 32;
+
+    pub(super) fn new() -> Self {
+        Clock { at: now(), uses: 0 }
+    }
+
+    /// The time for the input just received; `fresh`: read the clock.
+    pub(super) fn input(&mut self, fresh: bool) -> Instant {
+        if fresh || self.uses >= Self::REUSE {
+            self.at = now();
+            self.uses = 0;
+        }
+        self.uses += 1;
+        self.at
+    }
+
+    /// Whether this pass should look at the cancellation flag: right after a
+    /// clock reading, so at least every [`Clock::REUSE`] inputs under load.
+    pub(super) fn check_cancel(&self) -> bool {
+        self.uses <= 1
+    }
 }
 
 impl<N: Association, C: Connector> Driver<N, C> {
@@ -247,6 +283,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
             cap,
             registered,
             handoff: None,
+            clock: Clock::new(),
             shared,
         }
     }
@@ -281,11 +318,17 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 }
             }
             self.arm_timer();
-            let io = poll_fn(|cx| self.poll_io(cx)).await;
+            let mut slept = false;
+            let io = poll_fn(|cx| {
+                let r = self.poll_io(cx);
+                slept |= r.is_pending();
+                r
+            })
+            .await;
             // Sampled after the flush, before the new input is handled (and
             // in `poll_io` before the driver sleeps).
             self.report_in_flight();
-            let t = now();
+            let t = self.clock.input(slept || matches!(io, Io::Timer));
             self.account_queues();
             match io {
                 Io::Node(Ok(Some(m))) => {
@@ -502,9 +545,9 @@ impl<N: Association, C: Connector> Driver<N, C> {
         if let Poll::Ready(Some(c)) = self.registered.commands().poll_recv(cx) {
             return Poll::Ready(Io::Command(c));
         }
-        // A plain flag check on every pass (so shutdown is seen under load);
+        // A flag check every few passes (so shutdown is seen under load);
         // the waker is registered only when about to sleep, below.
-        if !self.cancel_seen && self.cancel.is_cancelled() {
+        if !self.cancel_seen && self.clock.check_cancel() && self.cancel.is_cancelled() {
             return Poll::Ready(Io::Cancelled);
         }
         if self.closing.is_some() && self.queues_empty() {

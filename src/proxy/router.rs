@@ -16,7 +16,7 @@ use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, info, warn};
 
-use super::assoc::{now, open, pace_wait, Cap, Leg};
+use super::assoc::{now, open, pace_wait, Cap, Clock, Leg};
 use super::table::{Command, MoveOutcome, Registered};
 use super::Shared;
 use crate::balance::{Homed, Member, Placement};
@@ -89,6 +89,7 @@ pub(super) struct RouterDriver<N, C: Connector> {
     closing: Option<(CloseReason, Instant)>,
     cap: Cap,
     registered: Registered,
+    clock: Clock,
 }
 
 impl<N: Association, C: Connector> RouterDriver<N, C> {
@@ -120,6 +121,7 @@ impl<N: Association, C: Connector> RouterDriver<N, C> {
             cap,
             registered,
             shared,
+            clock: Clock::new(),
         }
     }
 
@@ -139,11 +141,17 @@ impl<N: Association, C: Connector> RouterDriver<N, C> {
                 }
             }
             self.arm_timer();
-            let io = poll_fn(|cx| self.poll_io(cx)).await;
+            let mut slept = false;
+            let io = poll_fn(|cx| {
+                let r = self.poll_io(cx);
+                slept |= r.is_pending();
+                r
+            })
+            .await;
             // Sampled after the flush, before the new input is handled (and
             // in `poll_io` before the driver sleeps).
             self.report_in_flight();
-            let t = now();
+            let t = self.clock.input(slept || matches!(io, Io::Timer));
             match io {
                 Io::Node(Ok(Some(m))) => {
                     self.registered.record().relayed(m.payload.len());
@@ -285,7 +293,7 @@ impl<N: Association, C: Connector> RouterDriver<N, C> {
         if let Poll::Ready(Some(c)) = self.registered.commands().poll_recv(cx) {
             return Poll::Ready(Io::Command(c));
         }
-        if !self.cancel_seen && self.cancel.is_cancelled() {
+        if !self.cancel_seen && self.clock.check_cancel() && self.cancel.is_cancelled() {
             return Poll::Ready(Io::Cancelled);
         }
         if self.closing.is_some() && self.queues_empty() {
