@@ -440,6 +440,35 @@ async fn the_admin_api_plans_executes_and_moves_one_association() {
     assert_eq!((loss.missing, loss.excess), (0, 0), "{loss:?}");
 }
 
+/// 3 to 4 backends.
+fn three_to_four() -> ScalerConfig {
+    ScalerConfig {
+        min_replicas: 3,
+        max_replicas: 4,
+        ..ScalerConfig::default()
+    }
+}
+
+/// A scaler on the stack's pool whose scale-ins migrate live (and, with
+/// `rebalance`, whose scale-ups in Bear get associations moved onto them).
+fn scaler(
+    st: &Stack,
+    actuator: Arc<StaticPool>,
+    policy: ScalerConfig,
+    rebalance: bool,
+) -> ScaleControl {
+    ScaleControl::new(
+        ScaleSettings {
+            policy,
+            ..ScaleSettings::default()
+        },
+        actuator,
+        &st.metrics.registry,
+    )
+    .expect("scaler")
+    .with_migrate(st.executor.clone(), true, rebalance)
+}
+
 /// Every member reports `cpu` in a probe round, then the balancer publishes.
 fn probe_all(st: &Stack, cpu: f64) {
     probe_round(st, cpu, None);
@@ -486,21 +515,15 @@ async fn a_backend_added_in_bear_gets_associations_rebalanced_onto_it() {
         metrics: None,
     };
     let actuator = Arc::new(StaticPool::new((0..3).map(prov).collect(), vec![prov(3)]));
-    let control = ScaleControl::new(
-        ScaleSettings {
-            policy: ScalerConfig {
-                min_replicas: 3,
-                max_replicas: 4,
-                room_cpu: 0.0,
-                ..ScalerConfig::default()
-            },
-            ..ScaleSettings::default()
-        },
+    let control = scaler(
+        &st,
         actuator,
-        &st.metrics.registry,
-    )
-    .expect("scaler")
-    .with_migrate(st.executor.clone(), true, true);
+        ScalerConfig {
+            room_cpu: 0.0,
+            ..three_to_four()
+        },
+        true,
+    );
     // Every RIC is hot: Bear, and the scaler adds ric-3.
     probe_all(&st, 0.95);
     assert_eq!(st.shared.balance.view().balancer.mode().as_str(), "bear");
@@ -656,20 +679,7 @@ async fn a_follower_migrates_its_associations_off_a_backend_discovery_no_longer_
         metrics: None,
     };
     let actuator = Arc::new(StaticPool::new((0..4).map(prov).collect(), Vec::new()));
-    let control = ScaleControl::new(
-        ScaleSettings {
-            policy: ScalerConfig {
-                min_replicas: 3,
-                max_replicas: 4,
-                ..ScalerConfig::default()
-            },
-            ..ScaleSettings::default()
-        },
-        actuator.clone(),
-        &st.metrics.registry,
-    )
-    .expect("scaler")
-    .with_migrate(st.executor.clone(), true, false);
+    let control = scaler(&st, actuator.clone(), three_to_four(), false);
     let now = std::time::Instant::now;
     // ric-3 is discovered and joins; a few associations are moved onto it.
     control

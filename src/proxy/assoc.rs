@@ -251,6 +251,21 @@ impl Clock {
     }
 }
 
+/// Poll `poll` until it is ready; also whether it was pending in between
+/// (the driver slept, so time has passed: see [`Clock::input`]).
+pub(super) async fn ready_noting_sleep<T>(
+    mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>,
+) -> (T, bool) {
+    let mut slept = false;
+    let out = poll_fn(|cx| {
+        let r = poll(cx);
+        slept |= r.is_pending();
+        r
+    })
+    .await;
+    (out, slept)
+}
+
 impl<N: Association, C: Connector> Driver<N, C> {
     fn new(
         node: N,
@@ -318,13 +333,7 @@ impl<N: Association, C: Connector> Driver<N, C> {
                 }
             }
             self.arm_timer();
-            let mut slept = false;
-            let io = poll_fn(|cx| {
-                let r = self.poll_io(cx);
-                slept |= r.is_pending();
-                r
-            })
-            .await;
+            let (io, slept) = ready_noting_sleep(|cx| self.poll_io(cx)).await;
             // Sampled after the flush, before the new input is handled (and
             // in `poll_io` before the driver sleeps).
             self.report_in_flight();

@@ -5,7 +5,7 @@
 //! that a `[[router.groups]]` entry matches, the association driver hands the
 //! node leg and the cached E2 Setup Request over to this driver.
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,7 +16,7 @@ use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, info, warn};
 
-use super::assoc::{now, open, pace_wait, Cap, Clock, Leg};
+use super::assoc::{now, open, pace_wait, ready_noting_sleep, Cap, Clock, Leg};
 use super::table::{Command, MoveOutcome, Registered};
 use super::Shared;
 use crate::balance::{Homed, Member, Placement};
@@ -141,13 +141,7 @@ impl<N: Association, C: Connector> RouterDriver<N, C> {
                 }
             }
             self.arm_timer();
-            let mut slept = false;
-            let io = poll_fn(|cx| {
-                let r = self.poll_io(cx);
-                slept |= r.is_pending();
-                r
-            })
-            .await;
+            let (io, slept) = ready_noting_sleep(|cx| self.poll_io(cx)).await;
             // Sampled after the flush, before the new input is handled (and
             // in `poll_io` before the driver sleeps).
             self.report_in_flight();
