@@ -440,6 +440,15 @@ async fn the_admin_api_plans_executes_and_moves_one_association() {
     assert_eq!((loss.missing, loss.excess), (0, 0), "{loss:?}");
 }
 
+/// RIC `i` as the static actuator knows it.
+fn prov(i: u16) -> Provisioned {
+    Provisioned {
+        name: format!("ric-{i}"),
+        addr: ric_addr(i),
+        metrics: None,
+    }
+}
+
 /// 3 to 4 backends.
 fn three_to_four() -> ScalerConfig {
     ScalerConfig {
@@ -509,11 +518,6 @@ async fn a_backend_added_in_bear_gets_associations_rebalanced_onto_it() {
     // A fourth RIC, on standby for the static actuator.
     st.rics.push(Some(start_ric(&st.net, 3)));
     st.settled().await;
-    let prov = |i: u16| Provisioned {
-        name: format!("ric-{i}"),
-        addr: ric_addr(i),
-        metrics: None,
-    };
     let actuator = Arc::new(StaticPool::new((0..3).map(prov).collect(), vec![prov(3)]));
     let control = scaler(
         &st,
@@ -673,11 +677,6 @@ async fn a_follower_migrates_its_associations_off_a_backend_discovery_no_longer_
     let mut st = start(Duration::from_secs(12)).await;
     st.rics.push(Some(start_ric(&st.net, 3)));
     st.settled().await;
-    let prov = |i: u16| Provisioned {
-        name: format!("ric-{i}"),
-        addr: ric_addr(i),
-        metrics: None,
-    };
     let actuator = Arc::new(StaticPool::new((0..4).map(prov).collect(), Vec::new()));
     let control = scaler(&st, actuator.clone(), three_to_four(), false);
     let now = std::time::Instant::now;
