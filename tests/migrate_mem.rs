@@ -668,8 +668,9 @@ async fn a_move_that_outlasts_move_timeout_is_reported_timed_out() {
 /// Another replica's scaler removed a backend (here: the static actuator is
 /// told to, as the leader would), so discovery stops reporting it while it
 /// still answers — a pod in its termination grace period. This replica is a
-/// follower: it does not actuate, but its reconcile drains the backend and
-/// migrates every association it holds there live, before the pod dies.
+/// follower: it does not actuate, but once the backend is missing from two
+/// discoveries in a row its reconcile drains it and migrates every
+/// association it holds there live, before the pod dies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_migrates_its_associations_off_a_backend_discovery_no_longer_reports() {
     use e2lb::proxy::table::MoveReason;
@@ -714,6 +715,20 @@ async fn a_follower_migrates_its_associations_off_a_backend_discovery_no_longer_
     // The leader (elsewhere) removes ric-3: discovery no longer lists it.
     actuator.apply(3, &[prov(3)]).await.expect("removed");
     assert_eq!(actuator.active().len(), 3);
+    // One discovery without it may be a blip: nothing happens yet.
+    control
+        .tick(
+            &st.shared.pool,
+            &st.shared.balance,
+            &st.metrics,
+            false,
+            now(),
+        )
+        .await;
+    let still = st.shared.pool.find("ric-3").expect("still in the pool");
+    assert!(!still.removing());
+    assert_eq!(st.shared.associations.on_backend(ric3).len(), some.len());
+    // The second one in a row: it leaves, and what is on it moves.
     control
         .tick(
             &st.shared.pool,

@@ -292,3 +292,60 @@ async fn a_follower_decides_but_does_not_actuate() {
     assert_eq!(r.last().unwrap()["outcome"], "follower: not actuated");
     assert!(st.metrics.render().contains("e2lb_scale_leader 0"));
 }
+
+/// Discovery that blips (one list without a backend, as while EndpointSlices
+/// are rewritten) changes nothing; missing from two lists in a row, the
+/// backend leaves the pool.
+#[tokio::test]
+async fn a_backend_missing_from_one_discovery_stays_and_from_two_in_a_row_leaves() {
+    /// Answers every discovery from a script, then the last list forever.
+    struct Scripted(std::sync::Mutex<Vec<Vec<Provisioned>>>);
+    impl Actuator for Scripted {
+        fn kind(&self) -> &'static str {
+            "scripted"
+        }
+        fn apply<'a>(
+            &'a self,
+            _desired: u32,
+            _remove: &'a [Provisioned],
+        ) -> BoxFuture<'a, Result<(), ActuatorError>> {
+            std::future::ready(Ok(())).boxed()
+        }
+        fn discover(&self) -> BoxFuture<'_, Result<Vec<Provisioned>, ActuatorError>> {
+            let mut lists = self.0.lock().unwrap();
+            let list = if lists.len() > 1 {
+                lists.remove(0)
+            } else {
+                lists[0].clone()
+            };
+            std::future::ready(Ok(list)).boxed()
+        }
+    }
+    let both = vec![prov(0), prov(1)];
+    let only0 = vec![prov(0)];
+    let script = vec![
+        both.clone(),  // ric-1 joins
+        only0.clone(), // a blip
+        both.clone(),  // back: nothing happened
+        only0.clone(), // missing once...
+        only0.clone(), // ...and again: it leaves
+    ];
+    let st = stack(Arc::new(Scripted(std::sync::Mutex::new(script))));
+    let mut seen = Vec::new();
+    for s in 0..5 {
+        // Followers (no actuation): only discovery changes the pool.
+        st.tick(s * 5, 0.5, false).await;
+        seen.push(st.names());
+    }
+    let pair = vec!["ric-0".to_owned(), "ric-1".to_owned()];
+    assert_eq!(
+        seen,
+        [
+            pair.clone(),
+            pair.clone(),
+            pair.clone(),
+            pair,
+            vec!["ric-0".to_owned()]
+        ]
+    );
+}

@@ -22,12 +22,13 @@
 //!   `follower`) but does not actuate; it still reconciles the pool with
 //!   discovery so it balances onto the backends the leader starts.
 //! - A backend discovery stops reporting (the leader removed it: a pod in its
-//!   termination grace period, which Kubernetes lists as `terminating`)
-//!   leaves the pool on every replica, and with a migration executor the
+//!   termination grace period, which Kubernetes lists as `terminating`) for
+//!   two discoveries in a row (one may be a transient list) leaves the pool
+//!   on every replica, and with a migration executor the
 //!   associations each replica holds there are migrated off live while it
 //!   still answers, not failed over when it dies.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -152,6 +153,9 @@ struct Inner {
     scaler: Scaler,
     /// Pool members the scaler added from discovery (the ones it may forget).
     managed: HashSet<String>,
+    /// Managed members missing from discovery, and in how many discoveries
+    /// in a row (forgotten at [`GONE_AFTER`]).
+    missing: HashMap<String, u32>,
     pending_target: u32,
     pending_until: Option<Instant>,
     removing: Vec<Removing>,
@@ -191,6 +195,10 @@ pub enum ScaleError {
     Metrics(#[from] prometheus::Error),
 }
 
+/// Discoveries in a row a managed backend must be missing from before it
+/// leaves the pool (one miss may be a transient list).
+const GONE_AFTER: u32 = 2;
+
 fn stamp() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -208,6 +216,7 @@ impl ScaleControl {
             inner: Mutex::new(Inner {
                 scaler,
                 managed: HashSet::new(),
+                missing: HashMap::new(),
                 pending_target: 0,
                 pending_until: None,
                 removing: Vec::new(),
@@ -347,15 +356,29 @@ impl ScaleControl {
                 Err(e) => warn!(backend = %p.name, error = %e, "discovered backend not added"),
             }
         }
-        let gone: Vec<String> = i
-            .managed
-            .iter()
-            .filter(|n| !found.iter().any(|p| &p.name == *n))
-            .cloned()
-            .collect();
+        let mut gone = Vec::new();
+        let Inner {
+            managed, missing, ..
+        } = &mut *i;
+        for n in managed.iter() {
+            if found.iter().any(|p| &p.name == n) {
+                missing.remove(n);
+                continue;
+            }
+            let times = missing.entry(n.clone()).or_insert(0);
+            *times += 1;
+            if *times >= GONE_AFTER {
+                gone.push(n.clone());
+            } else {
+                // One list without it may be a blip (slices being rewritten).
+                info!(backend = %n, times = *times, actuator = self.actuator.kind(),
+                      "backend missing from discovery: forgotten if still missing next time");
+            }
+        }
         let mut evacuate = Vec::new();
         for name in gone {
             i.managed.remove(&name);
+            i.missing.remove(&name);
             if i.removing.iter().any(|r| r.name == name) {
                 continue;
             }
