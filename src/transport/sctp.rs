@@ -372,7 +372,7 @@ impl SctpConnector {
         // A refused INIT only sets the socket error and queues a notification,
         // which wakes readers, not writers: wait for either.
         let interest = Interest::READABLE | Interest::WRITABLE | Interest::ERROR;
-        loop {
+        let st = loop {
             let mut guard = fd
                 .ready(interest)
                 .await
@@ -387,7 +387,7 @@ impl SctpConnector {
             match status(fd.as_raw_fd()) {
                 // Established, or already shutting down: the peer accepted it
                 // (and may be closing it at once: the first receive says so).
-                Ok(st) if st.sstat_state >= sys::SCTP_ESTABLISHED => break,
+                Ok(st) if st.sstat_state >= sys::SCTP_ESTABLISHED => break st,
                 Ok(_) => guard.clear_ready(),
                 // No association any more, and no error: it was established
                 // and closed by the peer before we looked (a server at its
@@ -399,8 +399,18 @@ impl SctpConnector {
                 }
                 Err(e) => return Err(refused(e)),
             }
-        }
-        let assoc = SctpAssoc::established(fd, &self.opts)?;
+        };
+        // The status just read, not a second one: the peer may close the
+        // association at once (a server at its limit), and then asking again
+        // fails (EINVAL) where the first receive would simply report the close.
+        let assoc = SctpAssoc::established(fd, st, &self.opts).map_err(|e| match e {
+            Error::Io { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::ENOTCONN | libc::EINVAL)) =>
+            {
+                Error::Lost("closed by the peer as soon as it was established")
+            }
+            e => e,
+        })?;
         tracing::debug!(local = %assoc.info.local, peer = %assoc.info.peer, "sctp connected");
         Ok(assoc)
     }
@@ -457,13 +467,14 @@ impl SctpAssoc {
     fn accepted(fd: OwnedFd, opts: &Options) -> Result<SctpAssoc> {
         let sock = Socket::from(fd);
         set_flags(sock.as_raw_fd())?;
-        let assoc = SctpAssoc::established(register(sock)?, opts)?;
+        let fd = register(sock)?;
+        let st = status(fd.as_raw_fd()).map_err(|e| Error::io("SCTP_STATUS", e))?;
+        let assoc = SctpAssoc::established(fd, st, opts)?;
         tracing::debug!(local = %assoc.info.local, peer = %assoc.info.peer, "sctp accepted");
         Ok(assoc)
     }
 
-    fn established(fd: AsyncFd<Socket>, opts: &Options) -> Result<SctpAssoc> {
-        let st = status(fd.as_raw_fd()).map_err(|e| Error::io("SCTP_STATUS", e))?;
+    fn established(fd: AsyncFd<Socket>, st: sys::SctpStatus, opts: &Options) -> Result<SctpAssoc> {
         let info = AssocInfo {
             local: local_addr(fd.get_ref())?,
             peer: peer_addr(fd.get_ref())?,
