@@ -290,6 +290,8 @@ async fn soak_memory_and_descriptors_stay_flat_and_nothing_is_lost_unexplained()
         task_d.await.expect("D nodes"),
     );
     accounting::e2lb_idle(admin).await;
+    let at: Vec<SocketAddr> = rics.iter().map(|r| r.metrics).collect();
+    accounting::rics_settled(&at).await;
     for r in rics.iter_mut() {
         r.proc.terminate(Duration::from_secs(15)).await;
         reports_done.push(r.report.clone());

@@ -122,6 +122,36 @@ pub async fn e2lb_idle(admin: SocketAddr) {
     .await;
 }
 
+/// Waits (at most 15 s) until the RIC processes whose metrics pages are
+/// `metrics` have read what they were sent: their summed
+/// `ric_indications_received_total` unchanged for a second. e2lb's
+/// associations end once the RICs' kernels hold the data, not once the RIC
+/// applications read it; a RIC stopped before that would count the last
+/// messages of a stream as lost.
+pub async fn rics_settled(metrics: &[SocketAddr]) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let (mut last, mut same) = (None, 0);
+    while std::time::Instant::now() < end {
+        let mut sum = 0.0;
+        for at in metrics {
+            sum += metric(
+                &ric_metrics(*at).await,
+                "ric_indications_received_total",
+                &[],
+            );
+        }
+        if last == Some(sum) {
+            same += 1;
+            if same >= 4 {
+                return;
+            }
+        } else {
+            (last, same) = (Some(sum), 0);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 /// Per node-side subscription stream, summed over every RIC report that saw
 /// it (a stream moves between RICs on migrations and re-homes): received,
 /// the highest sequence number seen, duplicates.
