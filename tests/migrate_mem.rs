@@ -680,17 +680,18 @@ async fn a_follower_migrates_its_associations_off_a_backend_discovery_no_longer_
     st.settled().await;
     let actuator = Arc::new(StaticPool::new((0..4).map(prov).collect(), Vec::new()));
     let control = scaler(&st, actuator.clone(), three_to_four(), false);
-    let now = std::time::Instant::now;
-    // ric-3 is discovered and joins; a few associations are moved onto it.
-    control
-        .tick(
+    // One scaler period of this replica, which does not lead.
+    let follower_tick = || {
+        control.tick(
             &st.shared.pool,
             &st.shared.balance,
             &st.metrics,
             false,
-            now(),
+            std::time::Instant::now(),
         )
-        .await;
+    };
+    // ric-3 is discovered and joins; a few associations are moved onto it.
+    follower_tick().await;
     let ric3 = st.shared.pool.find("ric-3").expect("ric-3 joined").id();
     let (from, _) = st.busiest();
     let some: Vec<u64> = st
@@ -716,28 +717,12 @@ async fn a_follower_migrates_its_associations_off_a_backend_discovery_no_longer_
     actuator.apply(3, &[prov(3)]).await.expect("removed");
     assert_eq!(actuator.active().len(), 3);
     // One discovery without it may be a blip: nothing happens yet.
-    control
-        .tick(
-            &st.shared.pool,
-            &st.shared.balance,
-            &st.metrics,
-            false,
-            now(),
-        )
-        .await;
+    follower_tick().await;
     let still = st.shared.pool.find("ric-3").expect("still in the pool");
     assert!(!still.removing());
     assert_eq!(st.shared.associations.on_backend(ric3).len(), some.len());
     // The second one in a row: it leaves, and what is on it moves.
-    control
-        .tick(
-            &st.shared.pool,
-            &st.shared.balance,
-            &st.metrics,
-            false,
-            now(),
-        )
-        .await;
+    follower_tick().await;
     let switched = "e2lb_migrate_moves_total{outcome=\"switched\",reason=\"planned\"}";
     let evacuated = || st.metric(switched) as usize - some.len();
     // Well before the nodes stop (12 s): these moves are the evacuation's.

@@ -197,10 +197,12 @@ impl Connector for MemConnector {
                 }
             }
         }
-        Err(first_error.unwrap_or(Error::io(
-            "connect",
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"),
-        )))
+        Err(first_error.unwrap_or_else(|| {
+            Error::io(
+                "connect",
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"),
+            )
+        }))
     }
 }
 
